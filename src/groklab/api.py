@@ -1,0 +1,101 @@
+"""The Python API, mirroring the CLI: run, resume, load_run."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from .config import ConfigError, RunCfg, from_dict, load_config
+from .store import Store
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A stored run: identity, config, status, summary and metrics (one row per evaluation)."""
+
+    run_id: int
+    name: str
+    status: str
+    config: RunCfg
+    summary: dict
+    metrics: pd.DataFrame
+    group: str
+    member: int
+    created: str
+    sweep: str | None = None
+
+
+def _store(store: Store | str | Path | None) -> Store:
+    return store if isinstance(store, Store) else Store(store)
+
+
+def expand_seeds(cfg: RunCfg, seeds: Sequence[int] | None) -> list[RunCfg]:
+    """One config per seed (an ensemble), names suffixed with the seed."""
+    if not seeds:
+        return [cfg]
+    return [replace(cfg, name=f"{cfg.name}-s{s}", train=replace(cfg.train, seed=s)) for s in seeds]
+
+
+def run(source: str | Path | dict | RunCfg, overrides: Sequence[str] = (), *, seeds: Sequence[int] | None = None,
+        store: Store | str | Path | None = None, progress: bool = False, sweep: str | None = None
+        ) -> RunRecord | list[RunRecord]:
+    """Train a preset, TOML file, dict or config; store it; return its record(s).
+
+    Args:
+        source: preset name, TOML path, dict or :class:`RunCfg`.
+        overrides: dotted overrides such as ``"optim.weight_decay=0.1"``.
+        seeds: train these seeds as one vectorized ensemble (returns a list).
+        store: store root or :class:`Store` (default ``./runs`` or ``$GROKLAB_STORE``).
+    """
+    from .config import with_overrides
+    from .train import train
+
+    cfg = with_overrides(source, list(overrides)) if isinstance(source, RunCfg) else load_config(source, list(overrides))
+    st = _store(store)
+    results = train(expand_seeds(cfg, seeds), store=st, progress=progress, sweep=sweep)
+    records = [load_run(r.run_id, st) for r in results]
+    return records if seeds else records[0]
+
+
+def resume(run_id: int, store: Store | str | Path | None = None, progress: bool = False) -> list[RunRecord]:
+    """Continue the group (ensemble or solo run) of `run_id` from its last checkpoint."""
+    from .train import train
+
+    st = _store(store)
+    row = _get(st, run_id)
+    rows = st.group(row["group_id"])
+    cfgs = [from_dict(RunCfg, r["config"]) for r in rows]
+    results = train(cfgs, store=st, progress=progress, group=row["group_id"], sweep=row["sweep"])
+    return [load_run(r.run_id, st) for r in results]
+
+
+def _get(st: Store, run_id: int) -> dict:
+    try:
+        return st.get(int(run_id)) if st.exists() else _missing(run_id, st)
+    except KeyError:
+        return _missing(run_id, st)
+
+
+def _missing(run_id, st: Store):
+    raise ConfigError(f"run {run_id} is not in the store at {st.paths.root}; see `groklab ls`")
+
+
+def load_run(run_id: int, store: Store | str | Path | None = None) -> RunRecord:
+    """Read a stored run (config, summary, metrics DataFrame)."""
+    st = _store(store)
+    row = _get(st, run_id)
+    return RunRecord(run_id=row["id"], name=row["name"], status=row["status"],
+                     config=from_dict(RunCfg, row["config"]), summary=row["summary"],
+                     metrics=st.metrics(row["id"]), group=row["group_id"], member=row["member"],
+                     created=row["created"], sweep=row["sweep"])
+
+
+def load_weights(run_id: int, store: Store | str | Path | None = None) -> dict:
+    """The run's latest weights by parameter name (from its group's checkpoint)."""
+    from .train.checkpoint import member_weights
+
+    st = _store(store)
+    row = _get(st, run_id)
+    return member_weights(st.paths.checkpoint(row["group_id"]), row["member"])

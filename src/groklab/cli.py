@@ -1,0 +1,242 @@
+"""The `groklab` command line.
+
+    groklab run quickstart
+    groklab run power2022-add97 --set train.steps=20000 --set optim.weight_decay=0.1
+    groklab run mlp-add97 --seeds 4 --json        # four seeds as one vectorized ensemble
+    groklab ls; groklab show 3 --json; groklab plot 3 -o curve.png; groklab resume 3
+
+Bad input prints one line on stderr and exits with code 2, before anything is written.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from typing import Any, Callable, Sequence
+
+from .registry import ConfigError
+
+JSON_KEYS = ("run_id", "status", "steps", "train_acc", "val_acc", "train_loss", "val_loss", "step_train_99",
+             "step_val_99", "wall_seconds", "steps_per_second")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, no usage dump
+        self.exit(2, f"groklab: error: {message}\n")
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        if "," in text:
+            return [int(s) for s in text.split(",") if s.strip()]
+        n = int(text)
+    except ValueError:
+        raise ConfigError(f"--seeds={text!r} must be a count N or a list a,b,c of integers") from None
+    if n < 1:
+        raise ConfigError(f"--seeds={text!r} must be at least 1")
+    return list(range(n))
+
+
+def _clean(v: Any) -> Any:
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def _cell(v: Any, spec: str) -> str:
+    return format(v, spec) if isinstance(v, (int, float)) and not isinstance(v, bool) else "-"
+
+
+def _json_summary(rec) -> dict:
+    s = rec.summary
+    return {k: (rec.run_id if k == "run_id" else rec.status if k == "status" else _clean(s.get(k))) for k in JSON_KEYS}
+
+
+def _print_records(records, as_json: bool, ensemble: bool) -> None:
+    if as_json:
+        out = [_json_summary(r) for r in records]
+        print(json.dumps(out if ensemble else out[0]))
+        return
+    for r in records:
+        s = r.summary
+        print(f"run {r.run_id} {r.name}: {r.status} after {s.get('steps')} steps — train acc {s.get('train_acc'):.3f}, "
+              f"val acc {s.get('val_acc'):.3f}; train 99% at {s.get('step_train_99')}, val 99% at "
+              f"{s.get('step_val_99')} ({s.get('wall_seconds')} s, {s.get('steps_per_second')} steps/s)")
+
+
+def cmd_run(args) -> int:
+    from .api import expand_seeds, load_run
+    from .config import load_config
+    from .store import Store
+    from .train import check_ensemble, train
+
+    cfg = load_config(args.source, args.set or [])
+    seeds = _seeds(args.seeds) if args.seeds else None
+    cfgs = expand_seeds(cfg, seeds)
+    check_ensemble(cfgs)  # validated before the store is touched
+    store = Store(args.store)
+    results = train(cfgs, store=store, progress=not args.quiet)
+    _print_records([load_run(r.run_id, store) for r in results], args.json, bool(seeds))
+    return 0
+
+
+def cmd_resume(args) -> int:
+    from .api import resume
+    from .store import Store
+
+    records = resume(args.run, Store(args.store), progress=not args.quiet)
+    _print_records(records, args.json, len(records) > 1)
+    return 0
+
+
+def cmd_ls(args) -> int:
+    from .store import Store
+
+    rows = Store(args.store).list(sweep=args.sweep)
+    if args.json:
+        print(json.dumps([{"run_id": r["id"], "name": r["name"], "status": r["status"], "created": r["created"],
+                           "sweep": r["sweep"], **{k: _clean(r["summary"].get(k)) for k in JSON_KEYS[2:]}}
+                          for r in rows]))
+        return 0
+    print(f"{'id':>4}  {'name':<28} {'status':<9} {'steps':>7} {'train':>6} {'val':>6} {'t_tr99':>7} {'t_val99':>7}  created")
+    for r in rows:
+        s = r["summary"]
+        cells = [_cell(s.get(k), spec) for k, spec in (("steps", "d"), ("train_acc", ".3f"), ("val_acc", ".3f"),
+                                                        ("step_train_99", "d"), ("step_val_99", "d"))]
+        print(f"{r['id']:>4}  {r['name'][:28]:<28} {r['status']:<9} {cells[0]:>7} {cells[1]:>6} {cells[2]:>6} "
+              f"{cells[3]:>7} {cells[4]:>7}  {r['created']}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    from .api import load_run
+    from .config import to_dict
+    from .store import Store
+
+    rec = load_run(args.run, Store(args.store))
+    if args.table:
+        print(_table(rec.metrics, args.every))
+        return 0
+    if args.json:
+        print(json.dumps({**_json_summary(rec), "name": rec.name, "created": rec.created, "group": rec.group,
+                          "member": rec.member, "sweep": rec.sweep,
+                          "summary": {k: _clean(v) for k, v in rec.summary.items()}, "config": to_dict(rec.config)}))
+        return 0
+    print(f"run {rec.run_id}: {rec.name} [{rec.status}] created {rec.created}, group {rec.group} member {rec.member}")
+    if rec.config.description:
+        print(f"  {rec.config.description}")
+    for k, v in rec.summary.items():
+        print(f"  {k:<22} {v}")
+    return 0
+
+
+def _table(metrics, every: int) -> str:
+    """The study's layout: step, train acc, val acc, weight norm, at steps that are multiples of
+    `every` (the nearest evaluation at or after each), plus the last evaluation."""
+    import pandas as pd
+
+    if metrics.empty:
+        return "no metrics"
+    picks = []
+    last = int(metrics["step"].max())
+    for target in list(range(0, last + 1, max(1, every))) + [last]:
+        row = metrics[metrics["step"] >= target].head(1)
+        if len(row) and (not picks or int(row["step"].iloc[0]) != picks[-1]):
+            picks.append(int(row["step"].iloc[0]))
+    sel = metrics[metrics["step"].isin(picks)]
+    lines = [f"{'step':>8} {'train_acc':>9} {'val_acc':>8} {'weight_norm':>11}"]
+    for _, r in sel.iterrows():
+        lines.append(f"{int(r['step']):>8} {r['train_acc']:>9.3f} {r['val_acc']:>8.3f} {r['param_norm']:>11.2f}")
+    return "\n".join(lines) if isinstance(sel, pd.DataFrame) else ""
+
+
+def cmd_plot(args) -> int:
+    from .api import load_run
+    from .plots import plot_run
+    from .store import Store
+
+    rec = load_run(args.run, Store(args.store))
+    out = args.output or f"run-{rec.run_id}.png"
+    if not str(out).endswith((".png", ".svg", ".pdf")):
+        raise ConfigError(f"-o {out!r} must end in .png, .svg or .pdf")
+    plot_run(rec, out)
+    print(out)
+    return 0
+
+
+def cmd_presets(args) -> int:
+    from .config import list_presets
+
+    presets = list_presets()
+    width = max(map(len, presets))
+    for name, desc in presets.items():
+        print(f"{name:<{width}}  {desc}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="groklab", description="A laboratory for grokking research.")
+    p.add_argument("--version", action="version", version=f"groklab {__import__('groklab').__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def add(name: str, fn: Callable, help: str, store: bool = True) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.set_defaults(fn=fn)
+        if store:
+            sp.add_argument("--store", help="store directory (default ./runs or $GROKLAB_STORE)")
+        return sp
+
+    sp = add("run", cmd_run, "train a preset or TOML file")
+    sp.add_argument("source", help="preset name (see `groklab presets`) or path to a TOML file")
+    sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field, e.g. optim.lr=3e-4")
+    sp.add_argument("--seeds", help="N (seeds 0..N-1) or a,b,c: train these seeds as one ensemble")
+    sp.add_argument("--json", action="store_true", help="print one JSON summary (a list for ensembles)")
+    sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    sp = add("resume", cmd_resume, "continue a killed or stopped run from its last checkpoint")
+    sp.add_argument("run", type=int)
+    sp.add_argument("--json", action="store_true")
+    sp.add_argument("-q", "--quiet", action="store_true")
+
+    sp = add("ls", cmd_ls, "list stored runs")
+    sp.add_argument("--sweep", help="only runs of this sweep")
+    sp.add_argument("--json", action="store_true")
+
+    sp = add("show", cmd_show, "show one run's summary")
+    sp.add_argument("run", type=int)
+    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--table", action="store_true", help="step, train acc, val acc, weight norm")
+    sp.add_argument("--every", type=int, default=1000, help="with --table: row spacing in steps")
+
+    sp = add("plot", cmd_plot, "draw the grokking figure of a run")
+    sp.add_argument("run", type=int)
+    sp.add_argument("-o", "--output", help="output file (.png or .svg; default run-ID.png)")
+
+    add("presets", cmd_presets, "list presets with a one-line description", store=False)
+    _extend(sub, add)
+    return p
+
+
+def _extend(sub, add) -> None:
+    """Commands contributed by other modules (sweeps, analyses) register here."""
+    for module in ("groklab.sweep.cli",):
+        try:
+            mod = __import__(module, fromlist=["register"])
+        except ModuleNotFoundError:
+            continue
+        mod.register(add)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except ConfigError as e:
+        print(f"groklab: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("groklab: interrupted; `groklab resume RUN` continues from the last checkpoint", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Real-data tasks (MNIST, Wine Quality) — registered in the real-data issue."""

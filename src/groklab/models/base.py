@@ -1,0 +1,62 @@
+"""What every registered model shares: member count, initialization, parameter counts."""
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from ..config import ModelCfg
+from ..data.tasks import TaskData
+from ..registry import Registry
+from .layers import OUTPUTS, Gens
+
+
+class MemberModel(nn.Module):
+    """Base of all models: N members, forward (N, B, ...) → outputs (N, B, n_out).
+
+    Subclasses build their layers in __init__ and implement `features`; `accepts` names the
+    input kinds (`tokens`, `features`) the model can take, checked at config validation.
+    """
+
+    accepts: ClassVar[tuple[str, ...]] = ("tokens",)
+    embedding_prefixes: ClassVar[tuple[str, ...]] = ("embed.", "pos.")
+
+    def __init__(self, cfg: ModelCfg, task: TaskData, n_members: int):
+        super().__init__()
+        self.cfg = cfg
+        self.n_members = n_members
+        self._output = OUTPUTS[cfg.output]
+
+    def reset_parameters(self, gens: Gens, init_scale: torch.Tensor) -> None:
+        """Draw member i's weights from gens[i] in module order, then scale them by α_i."""
+        for module in self.modules():
+            if module is not self and hasattr(module, "reset"):
+                module.reset(gens)
+        with torch.no_grad():
+            norm_params = {id(p) for m in self.modules() if getattr(m, "is_norm", False) for p in m.parameters()}
+            for p in self.parameters():
+                if id(p) not in norm_params:
+                    p.mul_(init_scale.to(p).view(-1, *[1] * (p.dim() - 1)))
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.logits(x)
+        if self.cfg.logit_scale != 1.0:
+            z = z * self.cfg.logit_scale
+        return self._output(z)
+
+    def param_counts(self) -> dict[str, int]:
+        """Per-member parameter counts: total and without embeddings."""
+        total = emb = 0
+        for name, p in self.named_parameters():
+            k = p.numel() // self.n_members
+            total += k
+            if name.startswith(self.embedding_prefixes):
+                emb += k
+        return {"params": total, "params_non_embedding": total - emb}
+
+
+MODELS: Registry[type[MemberModel]] = Registry("model", "model.name")

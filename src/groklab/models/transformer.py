@@ -1,0 +1,82 @@
+"""Decoder-only Transformer that reads the answer at the last position (Power et al.; Nanda et al.).
+
+Only the last position's output feeds the loss, so the final block computes queries, the MLP and
+the unembedding for that one position (keys/values still see the whole sequence).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ModelCfg
+from ..data.tasks import TaskData
+from .base import MODELS, MemberModel
+from .layers import ACTIVATIONS, HookPoint, MEmbedding, MLayerNorm, MLinear, MPositional
+
+
+class Attention(nn.Module):
+    def __init__(self, n: int, d_model: int, n_heads: int, causal: bool):
+        super().__init__()
+        self.n_heads, self.causal = n_heads, causal
+        self.q = MLinear(n, d_model, d_model)
+        self.kv = MLinear(n, d_model, 2 * d_model)
+        self.o = MLinear(n, d_model, d_model)
+        self.hook_pattern = HookPoint()
+
+    def forward(self, x: torch.Tensor, last_only: bool) -> torch.Tensor:
+        n, b, t, d = x.shape
+        h, dh = self.n_heads, d // self.n_heads
+        q_in = x[:, :, -1:] if last_only else x
+        tq = q_in.shape[2]
+        q = self.q(q_in).view(n * b, tq, h, dh).transpose(1, 2)          # (N·B, H, Tq, dh)
+        k, v = self.kv(x).view(n * b, t, 2, h, dh).permute(2, 0, 3, 1, 4)  # 2 × (N·B, H, T, dh)
+        # The last query may attend to every key, so causality only matters for full queries.
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal and not last_only)
+        return self.o(out.transpose(1, 2).reshape(n, b, tq, d))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelCfg, n: int):
+        super().__init__()
+        d = cfg.d_model
+        self.ln1 = MLayerNorm(n, d) if cfg.layer_norm else nn.Identity()
+        self.attn = Attention(n, d, cfg.n_heads, cfg.causal)
+        self.ln2 = MLayerNorm(n, d) if cfg.layer_norm else nn.Identity()
+        self.fc_in = MLinear(n, d, cfg.d_mlp)
+        self.fc_out = MLinear(n, cfg.d_mlp, d)
+        self.act = ACTIVATIONS[cfg.activation]
+        self.drop = nn.Dropout(cfg.dropout)
+        self.hook_attn_out = HookPoint()
+        self.hook_mlp_post = HookPoint()
+
+    def forward(self, x: torch.Tensor, last_only: bool) -> torch.Tensor:
+        a = self.hook_attn_out(self.attn(self.ln1(x), last_only))
+        x = (x[:, :, -1:] if last_only else x) + self.drop(a)
+        m = self.hook_mlp_post(self.act(self.fc_in(self.ln2(x))))
+        return x + self.drop(self.fc_out(m))
+
+
+@MODELS.register("transformer", doc="decoder-only Transformer, answer read at the last position")
+class Transformer(MemberModel):
+    accepts = ("tokens",)
+
+    def __init__(self, cfg: ModelCfg, task: TaskData, n_members: int):
+        super().__init__(cfg, task, n_members)
+        n, d = n_members, cfg.d_model
+        self.embed = MEmbedding(n, task.vocab, d)
+        self.pos = MPositional(n, task.seq_len, d)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg, n) for _ in range(cfg.n_layers))
+        self.ln_f = MLayerNorm(n, d) if cfg.layer_norm else nn.Identity()
+        self.unembed = MLinear(n, d, task.n_out, bias=False)
+        self.hook_embed = HookPoint()
+        self.hook_resid_final = HookPoint()
+
+    def logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.drop(self.hook_embed(self.pos(self.embed(tokens))))    # (N, B, T, d)
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            x = block(x, last_only=i == last)                            # last block: (N, B, 1, d)
+        x = self.hook_resid_final(self.ln_f(x[:, :, -1]))                 # (N, B, d)
+        return self.unembed(x)                                            # (N, B, n_out)

@@ -1,0 +1,164 @@
+"""One optimizer for N members at once, over a flat (N, P) parameter buffer.
+
+All of a model's parameters are re-pointed into one (N, P) tensor (and their gradients into a
+second), so an update is a handful of kernels whatever the number of layers, and every
+per-member hyper-parameter (lr, weight decay, noise scale, Grokfast λ) is an (N, 1) column.
+The order of operations on a step, between backward and the next forward:
+
+1. coupled L2 (wd_kind = l2) adds λ·w to the gradient;
+2. Grokfast filters (EMA / MA) amplify the slow gradient component;
+3. ⊥Grad removes the gradient component parallel to each weight tensor;
+4. per-member gradient clipping;
+5. the Adam(W) / SGD update, scaled by each member's lr;
+6. decoupled decay toward 0 or toward the initial weights;
+7. Gaussian update noise.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..config import OptimCfg
+
+
+class FlatParams:
+    """Re-points every parameter of `model` (leading dim N) into one (N, P) buffer."""
+
+    def __init__(self, model: nn.Module, n: int):
+        self.names: list[str] = []
+        self.shapes: list[torch.Size] = []
+        self.slices: list[slice] = []
+        params = list(model.named_parameters())
+        off = 0
+        for name, p in params:
+            k = p.numel() // n
+            self.names.append(name)
+            self.shapes.append(p.shape)
+            self.slices.append(slice(off, off + k))
+            off += k
+        device = params[0][1].device
+        self.data = torch.cat([p.detach().reshape(n, -1) for _, p in params], dim=1)
+        self.grad = torch.zeros_like(self.data)
+        for (name, p), sl in zip(params, self.slices):
+            # Splitting the contiguous last dim of a (N, P) slice is a valid view.
+            p.data = self.data[:, sl].view(p.shape)
+            p.grad = self.grad[:, sl].view(p.shape)  # autograd accumulates in place
+        self.params = [p for _, p in params]
+        self.device = device
+
+    def zero_grad(self) -> None:
+        self.grad.zero_()
+
+    def tensors(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Split a flat (N, P) tensor into named per-parameter (N, ...) tensors."""
+        return {n: flat[:, sl].reshape(shape) for n, sl, shape in zip(self.names, self.slices, self.shapes)}
+
+
+@dataclass
+class MemberHParams:
+    """Per-member hyper-parameters as (N, 1) columns (changed by phases and schedules)."""
+
+    lr: torch.Tensor
+    weight_decay: torch.Tensor
+    update_noise: torch.Tensor
+    weight_noise: torch.Tensor
+    grokfast_lamb: torch.Tensor
+    grokfast_alpha: torch.Tensor
+    active: torch.Tensor  # 1.0 while a member trains; 0.0 once stopped or diverged
+
+
+class MemberOptimizer:
+    """Adam / AdamW / SGD with the interventions above, vectorized over members."""
+
+    def __init__(self, flat: FlatParams, cfg: OptimCfg, noise_gens: list[torch.Generator]):
+        self.flat, self.cfg = flat, cfg
+        self.step_count = 0
+        data = flat.data
+        self.m = torch.zeros_like(data)
+        self.v = torch.zeros_like(data) if cfg.name != "sgd" else None
+        self.init = data.clone()  # for decay toward init
+        self.gf_ema = torch.zeros_like(data) if cfg.grokfast == "ema" else None
+        self.gf_window = (torch.zeros((cfg.grokfast_window,) + tuple(data.shape), dtype=data.dtype, device=data.device)
+                          if cfg.grokfast == "ma" else None)
+        self.noise_gens = noise_gens
+        self.decay_kind = cfg.decay_kind
+
+    # 1-7 as in the module docstring
+    def step(self, hp: MemberHParams) -> None:
+        cfg, w, g = self.cfg, self.flat.data, self.flat.grad
+        self.step_count += 1
+        t = self.step_count
+        if self.decay_kind == "l2":
+            g.addcmul_(hp.weight_decay, w)
+        if self.gf_ema is not None:
+            # h ← α h + (1 − α) g;  g ← g + λ h   (Grokfast-EMA, Lee et al. 2024, alg. 2)
+            self.gf_ema.mul_(hp.grokfast_alpha).add_((1 - hp.grokfast_alpha) * g)
+            g.addcmul_(hp.grokfast_lamb, self.gf_ema)
+        elif self.gf_window is not None:
+            # g ← g + λ · mean of the last `window` gradients, once the window is full (alg. 1)
+            self.gf_window[(t - 1) % cfg.grokfast_window].copy_(g)
+            if t >= cfg.grokfast_window:
+                g.addcmul_(hp.grokfast_lamb, self.gf_window.mean(0))
+        if cfg.orthograd:
+            self._orthogonalize(g, w)
+        if cfg.grad_clip > 0:
+            norm = g.norm(dim=1, keepdim=True)
+            g.mul_(torch.clamp(cfg.grad_clip / (norm + 1e-6), max=1.0))
+        lr = hp.lr * hp.active
+        if cfg.name == "sgd":
+            if cfg.momentum > 0:
+                self.m.mul_(cfg.momentum).add_(g)
+                update = self.m
+            else:
+                update = g
+        else:
+            b1, b2 = cfg.betas
+            self.m.lerp_(g, 1 - b1)
+            self.v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            denom = (self.v.sqrt() / math.sqrt(1 - b2 ** t)).add_(cfg.eps)
+            update = self.m / denom
+            lr = lr / (1 - b1 ** t)
+        if self.decay_kind == "decoupled":
+            w.mul_(1 - hp.lr * hp.active * hp.weight_decay)
+        elif self.decay_kind == "to_init":
+            w.sub_(hp.lr * hp.active * hp.weight_decay * (w - self.init))
+        w.sub_(lr * update)
+        if torch.any(hp.update_noise > 0):
+            w.add_(self.noise(hp.update_noise * hp.active))
+
+    def _orthogonalize(self, g: torch.Tensor, w: torch.Tensor) -> None:
+        """⊥Grad per weight tensor: g ← (g − (w·g / w·w) w) · |g| / |g⊥| (Prieto et al. 2025)."""
+        for sl in self.flat.slices:
+            gs, ws = g[:, sl], w[:, sl]
+            proj = (ws * gs).sum(1, keepdim=True) / ((ws * ws).sum(1, keepdim=True) + 1e-30)
+            g_orth = gs - proj * ws
+            scale = gs.norm(dim=1, keepdim=True) / (g_orth.norm(dim=1, keepdim=True) + 1e-30)
+            gs.copy_(g_orth * scale)
+
+    def noise(self, scale: torch.Tensor) -> torch.Tensor:
+        """Gaussian noise (N, P), member i's drawn from its own generator (member == solo)."""
+        p = self.flat.data.shape[1]
+        eps = torch.stack([torch.randn(p, generator=gen) for gen in self.noise_gens])
+        return eps.to(self.flat.data) * scale
+
+    def state(self) -> dict[str, torch.Tensor]:
+        out = {"opt.m": self.m, "opt.init": self.init,
+               "opt.step": torch.tensor([self.step_count], dtype=torch.int64)}
+        if self.v is not None:
+            out["opt.v"] = self.v
+        if self.gf_ema is not None:
+            out["opt.grokfast_ema"] = self.gf_ema
+        if self.gf_window is not None:
+            out["opt.grokfast_window"] = self.gf_window
+        return out
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.m.copy_(state["opt.m"])
+        self.init.copy_(state["opt.init"])
+        self.step_count = int(state["opt.step"][0])
+        for key, buf in (("opt.v", self.v), ("opt.grokfast_ema", self.gf_ema), ("opt.grokfast_window", self.gf_window)):
+            if buf is not None:
+                buf.copy_(state[key])
