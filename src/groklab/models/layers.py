@@ -71,9 +71,12 @@ class MEmbedding(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         n = self.weight.shape[0]
+        member = torch.arange(n, device=tokens.device).view(n, *[1] * (tokens.dim() - 1))
+        if not self.weight.is_contiguous():
+            # Members' tables are strided slices of the flat parameter buffer: index per member.
+            return self.weight[member, tokens]
         # Offset each member's ids into one flat (N·V, d) table: a single gather for all members.
-        offsets = (torch.arange(n, device=tokens.device) * self.vocab).view(n, *[1] * (tokens.dim() - 1))
-        return F.embedding(tokens + offsets, self.weight.view(-1, self.weight.shape[-1]))
+        return F.embedding(tokens + member * self.vocab, self.weight.view(-1, self.weight.shape[-1]))
 
 
 class MPositional(nn.Module):

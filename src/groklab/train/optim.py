@@ -16,12 +16,18 @@ The order of operations on a step, between backward and the next forward:
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ..config import OptimCfg
+
+
+# Member slices of the flat buffer are strided views by design; autograd still accumulates into them
+# in place (tested), it only warns that the layout is not the one it would have picked.
+warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
 
 
 class FlatParams:

@@ -1,0 +1,71 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from groklab.cli import main
+from groklab.store import Store
+
+FAST = ["--set", "data.p=23", "--set", "train.steps=40", "--set", "train.threads=1", "--set", "train.batch_size=64"]
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "groklab.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["run", "quickstart", "--set", "data.frac_train=2"], "data.frac_train=2.0 must be in (0, 1)"),
+    (["run", "quickstart", "--set", "model.nme=mlp"], "unknown field 'model.nme'"),
+    (["run", "quickstrat"], "did you mean 'quickstart'"),
+    (["run", "quickstart", "--set", "steps"], "must look like section.field=value"),
+    (["run", "quickstart", "--seeds", "x"], "--seeds='x' must be a count"),
+    (["run", "quickstart", "--set", "data.op=x/y", "--set", "data.p=12"], "data.p=12 must be prime"),
+    (["show", "7"], "run 7 is not in the store"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+])
+def test_bad_input_exit_2_one_line_nothing_written(tmp_path, args, fragment):
+    proc = _cli(*args, *(["--store", str(tmp_path / "runs")] if args[0] in ("run", "show") else []))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0] and "Traceback" not in proc.stderr
+    assert proc.stdout == ""
+    assert not (tmp_path / "runs" / "groklab.db").exists() or Store(tmp_path / "runs").list() == []
+
+
+def test_run_json_ls_show_plot(tmp_path, capsys):
+    store = ["--store", str(tmp_path / "runs")]
+    assert main(["run", "quickstart", "--json", "-q", *FAST, *store]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"run_id", "status", "steps", "train_acc", "val_acc", "train_loss", "val_loss",
+                        "step_train_99", "step_val_99", "wall_seconds", "steps_per_second"}
+    assert out["run_id"] == 1 and out["status"] == "finished" and out["steps"] == 40
+    assert out["step_val_99"] is None  # never reached in 40 steps: null, not a number
+
+    assert main(["run", "quickstart", "--json", "-q", "--seeds", "0,5", *FAST, *store]) == 0
+    ens = json.loads(capsys.readouterr().out)
+    assert [r["run_id"] for r in ens] == [2, 3]
+
+    assert main(["ls", "--json", *store]) == 0
+    assert [r["run_id"] for r in json.loads(capsys.readouterr().out)] == [1, 2, 3]
+    assert main(["ls", *store]) == 0
+    assert "quickstart-s5" in capsys.readouterr().out
+
+    assert main(["show", "3", "--json", *store]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["config"]["train"]["seed"] == 5 and shown["member"] == 1
+
+    assert main(["show", "1", "--table", "--every", "10", *store]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["step", "train_acc", "val_acc", "weight_norm"] and table[1].split()[0] == "0"
+
+    for ext in ("png", "svg"):
+        path = tmp_path / f"curve.{ext}"
+        assert main(["plot", "1", "-o", str(path), *store]) == 0
+        assert path.stat().st_size > 5000
+
+
+def test_presets_lists_descriptions(capsys):
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    assert "power2022-add97" in out and "nanda2023" in out and "quickstart" in out
