@@ -69,3 +69,9 @@ def test_presets_lists_descriptions(capsys):
     assert main(["presets"]) == 0
     out = capsys.readouterr().out
     assert "power2022-add97" in out and "nanda2023" in out and "quickstart" in out
+
+
+def test_interventions_listed(capsys):
+    assert main(["interventions"]) == 0
+    out = capsys.readouterr().out
+    assert "weight decay to init" in out and "Lee et al. 2024" in out and "optim.update_noise" in out

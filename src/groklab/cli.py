@@ -173,6 +173,16 @@ def cmd_presets(args) -> int:
     return 0
 
 
+def cmd_interventions(args) -> int:
+    from .train.interventions import INTERVENTIONS
+
+    for name in INTERVENTIONS:
+        e = INTERVENTIONS.get(name)
+        print(f"{name}: {INTERVENTIONS.doc(name)}\n    fields: {', '.join(e.fields)}; default {e.default}; "
+              f"{'per member' if e.member_varying else 'shared by an ensemble'}; source: {e.source}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="groklab", description="A laboratory for grokking research.")
     p.add_argument("--version", action="version", version=f"groklab {__import__('groklab').__version__}")
@@ -212,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-o", "--output", help="output file (.png or .svg; default run-ID.png)")
 
     add("presets", cmd_presets, "list presets with a one-line description", store=False)
+    add("interventions", cmd_interventions, "list the interventions with their fields and sources", store=False)
     _extend(sub, add)
     return p
 

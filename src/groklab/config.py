@@ -489,8 +489,8 @@ def list_presets() -> dict[str, str]:
     return out
 
 
-def read_source(source: str | Path) -> dict:
-    """The raw dict of a preset name or a TOML file path."""
+def read_source(source: str | Path, depth: int = 0) -> dict:
+    """The raw dict of a preset name or a TOML file path; `extends = "preset"` inherits."""
     path = Path(source)
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
@@ -506,9 +506,25 @@ def read_source(source: str | Path) -> dict:
             raise ConfigError(f"preset {str(source)!r} is neither a preset nor a file{hint}; presets: {', '.join(names)}")
         text = entry.read_text()
     try:
-        return tomllib.loads(text)
+        tree = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{source}: invalid TOML: {e}") from None
+    parent = tree.pop("extends", None)
+    if parent is None:
+        return tree
+    if depth > 8:
+        raise ConfigError(f"{source}: `extends` chain is too deep (a cycle?)")
+    base = read_source(parent, depth + 1)
+    base.pop("description", None)
+    return _merge(base, tree)
+
+
+def _merge(base: dict, over: dict) -> dict:
+    """Deep-merge `over` into `base` (tables merge, values replace)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def load_config(source: str | Path | dict, overrides: list[str] | tuple[str, ...] = ()) -> RunCfg:

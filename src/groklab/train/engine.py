@@ -34,7 +34,7 @@ from .optim import FlatParams, MemberHParams, MemberOptimizer
 from .schedule import eval_steps, lr_factor, phase_at
 
 THRESHOLD = 0.99
-EVAL_CHUNK = 16384  # examples per member per evaluation forward pass (bounds memory)
+EVAL_CHUNK = 16384  # member-examples per evaluation forward pass (bounds memory)
 
 
 @dataclass
@@ -158,13 +158,14 @@ def evaluate(model: MemberModel, task: TaskData, labels: torch.Tensor, masks: di
     model.eval()
     n, m = labels.shape
     sums = {f"{k}_{q}": torch.zeros(n, device=labels.device) for k in masks for q in ("loss", "acc")}
-    for a in range(0, m, EVAL_CHUNK):
-        x = task.x[a:a + EVAL_CHUNK]
+    chunk = max(256, EVAL_CHUNK // n)  # bound activation memory for large ensembles
+    for a in range(0, m, chunk):
+        x = task.x[a:a + chunk]
         out = model(x.unsqueeze(0).expand(n, *x.shape))
-        y = labels[:, a:a + EVAL_CHUNK]
+        y = labels[:, a:a + chunk]
         loss, ok = loss_fn(out, y), correct(out, y)
         for k, mask in masks.items():
-            mk = mask[:, a:a + EVAL_CHUNK]
+            mk = mask[:, a:a + chunk]
             sums[f"{k}_loss"] += (loss * mk).sum(1)
             sums[f"{k}_acc"] += (ok * mk).sum(1)
     model.train(was_training)
@@ -307,11 +308,15 @@ def train(cfgs: RunCfg | Sequence[RunCfg], *, store: Store | None = None, hooks:
 
     def do_eval(step: int) -> bool:
         """5) evaluate, record thresholds and stops, log; True once every member has stopped."""
+        k = phase_at(c0.train.phases, step)
+        if k != state["phase"]:  # a boundary's evaluation already reports the new phase
+            enter_phase(k)
         res = evaluate(model, task, labels, {"train": state["train_mask"], "val": val_mask}, state["loss"])
         norms = flat.data.norm(dim=1)
         wall = wall_before + time.perf_counter() - t0
         cols = {k: v.tolist() for k, v in res.items()}
         norms_l, lrs, wds = norms.tolist(), hp.lr.view(-1).tolist(), hp.weight_decay.view(-1).tolist()
+        sizes = state["train_mask"].sum(1).tolist()
         rows = []
         tstate.step, tstate.last = step, []
         for i in range(n):
@@ -319,7 +324,8 @@ def train(cfgs: RunCfg | Sequence[RunCfg], *, store: Store | None = None, hooks:
                 tstate.last.append({})
                 continue
             rec = {"step": step, **{k: cols[k][i] for k in cols}, "param_norm": norms_l[i], "lr": lrs[i],
-                   "weight_decay": wds[i], "wall_time": wall, "phase": state["phase"]}
+                   "weight_decay": wds[i], "train_size": sizes[i], "wall_time": wall,
+                   "phase": state["phase"] + 1}  # 0 = the base config, k = the k-th phase
             if not (math.isfinite(rec["train_loss"]) and math.isfinite(rec["param_norm"])):
                 members.status[i] = "diverged"
                 hp.active[i] = 0.0
@@ -336,8 +342,7 @@ def train(cfgs: RunCfg | Sequence[RunCfg], *, store: Store | None = None, hooks:
             history[i].append(rec)
             tstate.last.append(rec)
             if run_ids[i] is not None:
-                rows += [(run_ids[i], step, k, (None if k == "phase" and v is None else float(v)))
-                         for k, v in rec.items() if k != "step" and v is not None]
+                rows += [(run_ids[i], step, k, float(v)) for k, v in rec.items() if k != "step"]
         if store is not None and rows:
             store.log_metrics(rows)
         for hook in hooks:

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..config import OptimCfg
+from .interventions import grokfast_ema, grokfast_ma, orthogonal_grad
 
 
 # Member slices of the flat buffer are strided views by design; autograd still accumulates into them
@@ -100,16 +101,12 @@ class MemberOptimizer:
         if self.decay_kind == "l2":
             g.addcmul_(hp.weight_decay, w)
         if self.gf_ema is not None:
-            # h ← α h + (1 − α) g;  g ← g + λ h   (Grokfast-EMA, Lee et al. 2024, alg. 2)
-            self.gf_ema.mul_(hp.grokfast_alpha).add_((1 - hp.grokfast_alpha) * g)
-            g.addcmul_(hp.grokfast_lamb, self.gf_ema)
+            grokfast_ema(g, self.gf_ema, hp.grokfast_alpha, hp.grokfast_lamb)
         elif self.gf_window is not None:
-            # g ← g + λ · mean of the last `window` gradients, once the window is full (alg. 1)
-            self.gf_window[(t - 1) % cfg.grokfast_window].copy_(g)
-            if t >= cfg.grokfast_window:
-                g.addcmul_(hp.grokfast_lamb, self.gf_window.mean(0))
+            grokfast_ma(g, self.gf_window, t, hp.grokfast_lamb)
         if cfg.orthograd:
-            self._orthogonalize(g, w)
+            for sl in self.flat.slices:  # per weight tensor, as in the paper's implementation
+                g[:, sl] = orthogonal_grad(g[:, sl], w[:, sl])
         if cfg.grad_clip > 0:
             norm = g.norm(dim=1, keepdim=True)
             g.mul_(torch.clamp(cfg.grad_clip / (norm + 1e-6), max=1.0))
@@ -134,15 +131,6 @@ class MemberOptimizer:
         w.sub_(lr * update)
         if torch.any(hp.update_noise > 0):
             w.add_(self.noise(hp.update_noise * hp.active))
-
-    def _orthogonalize(self, g: torch.Tensor, w: torch.Tensor) -> None:
-        """⊥Grad per weight tensor: g ← (g − (w·g / w·w) w) · |g| / |g⊥| (Prieto et al. 2025)."""
-        for sl in self.flat.slices:
-            gs, ws = g[:, sl], w[:, sl]
-            proj = (ws * gs).sum(1, keepdim=True) / ((ws * ws).sum(1, keepdim=True) + 1e-30)
-            g_orth = gs - proj * ws
-            scale = gs.norm(dim=1, keepdim=True) / (g_orth.norm(dim=1, keepdim=True) + 1e-30)
-            gs.copy_(g_orth * scale)
 
     def noise(self, scale: torch.Tensor) -> torch.Tensor:
         """Gaussian noise (N, P), member i's drawn from its own generator (member == solo)."""

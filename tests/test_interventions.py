@@ -1,0 +1,157 @@
+"""Interventions show their effects on small, fast problems (fixed seeds, honest margins)."""
+import math
+
+import pytest
+import torch
+
+from groklab import load_config, with_overrides
+from groklab.config import ConfigError
+from groklab.train import train
+from groklab.train.interventions import INTERVENTIONS, grokfast_ema, grokfast_ma, orthogonal_grad
+from groklab.train.losses import LOSSES, stablemax_s
+
+from conftest import TINY_GROK, tiny
+from test_engine import _assert_same_history
+
+
+def _weights_at_start(store: dict):
+    def hook(step, state):
+        if step == 0:
+            store["w0"] = torch.cat([p.detach().flatten() for p in state.model.parameters()]).clone()
+        store["w"] = torch.cat([p.detach().flatten() for p in state.model.parameters()]).clone()
+    return hook
+
+
+def test_weight_decay_to_init_keeps_weights_near_init():
+    dist = {}
+    for kind, wd in (("decoupled", 0.0), ("to_init", 50.0), ("decoupled", 50.0)):
+        seen = {}
+        cfg = with_overrides(tiny(steps=300), {"optim.wd_kind": kind, "optim.weight_decay": wd})
+        train(cfg, progress=False, hooks=[_weights_at_start(seen)])
+        dist[(kind, wd)] = ((seen["w"] - seen["w0"]).norm() / seen["w0"].norm()).item(), seen["w"].norm().item()
+    free, to_init, to_zero = dist[("decoupled", 0.0)], dist[("to_init", 50.0)], dist[("decoupled", 50.0)]
+    assert to_init[0] < 0.5 * free[0]          # pulled back toward w0
+    assert to_zero[1] < 0.8 * to_init[1]       # decay to zero shrinks the norm, decay to init does not
+
+
+def test_late_weight_decay_starts_at_its_step():
+    cfg = with_overrides(tiny(steps=600), {"optim.weight_decay": 0.0,
+                                           "train.phases": [{"start": 300, "weight_decay": 5.0, "name": "wd on"}]})
+    (res,) = train(cfg, progress=False)
+    m = res.metrics.set_index("step")
+    assert (m.loc[:299, "weight_decay"] == 0).all() and (m.loc[300:, "weight_decay"] == 5.0).all()
+    assert m.loc[300, "param_norm"] > m.loc[0, "param_norm"]          # grew without decay
+    assert m.loc[600, "param_norm"] < 0.9 * m.loc[300, "param_norm"]  # falls once decay is on
+    after = m.loc[300:, "param_norm"]
+    assert (after.diff().dropna() < 0).mean() > 0.8                   # ... and keeps falling
+    assert m.loc[300, "phase"] == 1 and m.loc[100, "phase"] == 0
+
+
+def test_ungrokking_phase_shrinks_training_set_and_validation_falls():
+    cfg = load_config("quickstart", TINY_GROK + [
+        "data.frac_train=0.7", "train.steps=5000", "train.eval_every=100", "train.early_stop=false",
+        "train.phases=[{start=1500, train_frac=0.1, name='shrink'}]"])
+    (res,) = train(cfg, progress=False)
+    m = res.metrics.set_index("step")
+    full = round(0.7 * 47 * 47)
+    assert m.loc[1400, "train_size"] == full and m.loc[1500, "train_size"] == round(0.1 * full)
+    assert m.loc[1500, "val_acc"] >= 0.99                       # grokked on the large set
+    assert m.loc[5000, "train_acc"] >= 0.99                     # still fits its (small) set
+    assert m.loc[5000, "val_acc"] < 0.3                         # ... and has ungrokked (measured 0.05)
+
+
+def test_grokfast_ema_math():
+    g_seq, h = [1.0, 2.0, 3.0], torch.zeros(1, 1)
+    out = []
+    for g in g_seq:
+        grad = torch.tensor([[g]])
+        grokfast_ema(grad, h, alpha=0.5, lamb=2.0)
+        out.append(grad.item())
+    # h1=.5 → 1+1=2; h2=1.25 → 2+2.5=4.5; h3=2.125 → 3+4.25=7.25
+    assert out == pytest.approx([2.0, 4.5, 7.25])
+
+
+def test_grokfast_ma_math():
+    window, out = torch.zeros(2, 1, 1), []
+    for t, g in enumerate([1.0, 2.0, 3.0], 1):
+        grad = torch.tensor([[g]])
+        grokfast_ma(grad, window, t, lamb=2.0)
+        out.append(grad.item())
+    # t=1: window not full → unchanged; t=2: 2 + 2·mean(1,2); t=3: 3 + 2·mean(3,2)
+    assert out == pytest.approx([1.0, 5.0, 8.0])
+
+
+def test_grokfast_speeds_up_generalization_over_its_own_baseline():
+    """Grokfast paper's baseline: Adam without weight decay. Measured here (p=47, 50 %, seed 0): with
+    the EMA filter val acc is 0.39 at step 6000 and 0.93 at 20000; without it 0.003 and 0.007.
+    Neither reaches 0.99 within this test's budget, so the test asserts the earlier rise."""
+    base = TINY_GROK + ["data.frac_train=0.5", "optim.name=adam", "optim.weight_decay=0", "train.steps=6000",
+                        "train.eval_every=500", "train.eval_log_points=0"]
+    runs = {gf: train(load_config("quickstart", base + [f"optim.grokfast={gf}"]), progress=False)[0]
+            for gf in ("ema", "none")}
+    assert runs["ema"].summary["val_acc"] > 0.2
+    assert runs["none"].summary["val_acc"] < 0.05
+    assert runs["ema"].summary["train_acc"] >= 0.99 and runs["none"].summary["train_acc"] >= 0.99
+
+
+def test_stablemax_matches_hand_computation():
+    logits = torch.tensor([[[1.0, 0.0, -1.0]]])
+    assert stablemax_s(logits).tolist() == [[[2.0, 1.0, 0.5]]]
+    loss = LOSSES.get("stablemax")(logits, torch.tensor([[0]]))
+    assert loss.item() == pytest.approx(math.log(3.5 / 2.0))
+
+
+def test_mse_losses_match_hand_computation():
+    logits, y = torch.tensor([[[0.0, 0.0, math.log(2.0)]]]), torch.tensor([[2]])
+    # softmax = [1/4, 1/4, 1/2] vs one-hot [0, 0, 1]: 1/16 + 1/16 + 1/4
+    assert LOSSES.get("mse")(logits, y).item() == pytest.approx(0.375)
+    assert LOSSES.get("mse_linear")(logits, y).item() == pytest.approx((math.log(2.0) - 1) ** 2)
+    ce = LOSSES.get("ce")(logits, y).item()
+    assert LOSSES.get("ce64")(logits, y).item() == pytest.approx(ce) == pytest.approx(math.log(2.0))
+
+
+def test_orthogonal_grad_matches_hand_computation():
+    w, g = torch.tensor([[1.0, 0.0, 0.0]]), torch.tensor([[1.0, 1.0, 0.0]])
+    out = orthogonal_grad(g, w)
+    assert out.tolist()[0] == pytest.approx([0.0, math.sqrt(2.0), 0.0])
+    assert (out * w).sum().item() == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("vary", [
+    {"optim.wd_kind": "to_init", "optim.weight_decay": [0.5, 2.0]},
+    {"optim.update_noise": [1e-3, 3e-3]},
+    {"optim.weight_noise": [1e-3, 1e-2]},
+    {"optim.grokfast": "ema", "optim.grokfast_lamb": [1.0, 3.0]},
+    {"optim.grokfast": "ma", "optim.grokfast_window": 5, "optim.grokfast_lamb": [1.0, 2.0]},
+    {"optim.orthograd": True, "optim.lr": [1e-3, 3e-3]},
+    {"data.label_noise": [0.1, 0.3]},
+])
+def test_member_matches_solo_with_intervention(vary):
+    base = tiny(steps=150)
+    members = [with_overrides(base, {"train.seed": i, **{k: (v[i] if isinstance(v, list) else v)
+                                                          for k, v in vary.items()}}) for i in (0, 1)]
+    ens = train(members, progress=False)
+    solo = train(members[1], progress=False)[0]
+    _assert_same_history(ens[1].metrics, solo.metrics)
+
+
+def test_every_intervention_documented_with_a_source():
+    for name in INTERVENTIONS:
+        entry = INTERVENTIONS.get(name)
+        assert entry.source and entry.fields and INTERVENTIONS.doc(name)
+
+
+def test_bad_phase_rejected():
+    with pytest.raises(ConfigError, match=r"train.phases\[0\].loss='hinge' is not a known loss"):
+        load_config("quickstart", ["train.phases=[{start=10, loss='hinge'}]"])
+    with pytest.raises(ConfigError, match=r"train.phases\[0\].start=9000 must be in \[0, 7999\]"):
+        load_config("quickstart", ["train.phases=[{start=9000}]"])
+
+
+@pytest.mark.parametrize("preset", ["mystery-adamw-wd-init", "ungrok-mlp", "grokfast-mul97", "mystery-adam-weight-noise"])
+def test_intervention_presets_run(preset):
+    cfg = load_config(preset, ["data.p=11", "train.steps=20", "train.threads=1", "train.batch_size=32",
+                               "model.d_model=16", "model.n_heads=2", "model.d_mlp=32", "model.d_hidden=32",
+                               "train.phases=[]"])
+    (res,) = train(cfg, progress=False)
+    assert res.status == "finished" and math.isfinite(res.summary["train_loss"])
