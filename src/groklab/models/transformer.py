@@ -15,6 +15,22 @@ from .base import MODELS, MemberModel
 from .layers import ACTIVATIONS, HookPoint, MEmbedding, MLayerNorm, MLinear, MPositional
 
 
+# Below this length, attention as broadcast products beats SDPA and batched matmuls on CPU: the
+# task sequences are 4-6 tokens, where thousands of 4x4 matmuls are all overhead (measured ~4x).
+SHORT_SEQ = 16
+
+
+def _short_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:
+    """softmax(q k^T / sqrt(dh)) v for short sequences; q (B, H, Tq, dh), k/v (B, H, T, dh)."""
+    scores = (q.unsqueeze(3) * k.unsqueeze(2)).sum(-1) * q.shape[-1] ** -0.5   # (B, H, Tq, T)
+    if causal:
+        t = k.shape[2]
+        mask = torch.ones(t, t, dtype=torch.bool, device=q.device).triu(1)
+        scores = scores.masked_fill(mask, float("-inf"))
+    pattern = torch.softmax(scores, dim=-1)
+    return (pattern.unsqueeze(-1) * v.unsqueeze(2)).sum(3)                  # (B, H, Tq, dh)
+
+
 class Attention(nn.Module):
     def __init__(self, n: int, d_model: int, n_heads: int, causal: bool):
         super().__init__()
@@ -32,7 +48,11 @@ class Attention(nn.Module):
         q = self.q(q_in).view(n * b, tq, h, dh).transpose(1, 2)          # (N·B, H, Tq, dh)
         k, v = self.kv(x).view(n * b, t, 2, h, dh).permute(2, 0, 3, 1, 4)  # 2 × (N·B, H, T, dh)
         # The last query may attend to every key, so causality only matters for full queries.
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal and not last_only)
+        causal = self.causal and not last_only
+        if t <= SHORT_SEQ:
+            out = _short_attention(q, k, v, causal)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
         return self.o(out.transpose(1, 2).reshape(n, b, tq, d))
 
 
