@@ -236,6 +236,8 @@ class TrainCfg:
     """Stop once val accuracy holds >= early_stop_acc for early_stop_patience evaluations."""
     early_stop_acc: float = 0.99
     early_stop_patience: int = 3
+    log_layer_norms: bool = False
+    """Also record the L2 norm of every parameter tensor at each evaluation (`norm.<name>`)."""
     checkpoint_every: int = 1000
     """Write a resumable checkpoint every this many steps (and at the end)."""
     threads: int | Literal["auto"] = "auto"

@@ -222,6 +222,9 @@ def train(cfgs: RunCfg | Sequence[RunCfg], *, store: Store | None = None, hooks:
 
     # 1) data: the whole table on the device; per-member splits and labels
     task_def = TASKS.get(c0.data.task)()
+    if getattr(task_def, "split_dependent", False) and len({(c.data.split_seed, c.data.n_train) for c in cfgs}) > 1:
+        raise ConfigError(f"data.task={c0.data.task!r} preprocesses with training-set statistics: ensemble members "
+                          "must share data.split_seed and data.n_train")
     task = task_def.build(c0.data).to(device)
     splits = [task_def.split(c.data, task) for c in cfgs]
     labels = torch.stack([noisy_labels(task.y, tr.to(device), c.data.label_noise, task.n_out, c.data.split_seed)
@@ -317,6 +320,8 @@ def train(cfgs: RunCfg | Sequence[RunCfg], *, store: Store | None = None, hooks:
         cols = {k: v.tolist() for k, v in res.items()}
         norms_l, lrs, wds = norms.tolist(), hp.lr.view(-1).tolist(), hp.weight_decay.view(-1).tolist()
         sizes = state["train_mask"].sum(1).tolist()
+        layer_norms = ({f"norm.{name}": flat.data[:, sl].norm(dim=1).tolist() for name, sl in zip(flat.names, flat.slices)}
+                       if c0.train.log_layer_norms else {})
         rows = []
         tstate.step, tstate.last = step, []
         for i in range(n):
@@ -325,7 +330,8 @@ def train(cfgs: RunCfg | Sequence[RunCfg], *, store: Store | None = None, hooks:
                 continue
             rec = {"step": step, **{k: cols[k][i] for k in cols}, "param_norm": norms_l[i], "lr": lrs[i],
                    "weight_decay": wds[i], "train_size": sizes[i], "wall_time": wall,
-                   "phase": state["phase"] + 1}  # 0 = the base config, k = the k-th phase
+                   "phase": state["phase"] + 1,  # 0 = the base config, k = the k-th phase
+                   **{k: v[i] for k, v in layer_norms.items()}}
             if not (math.isfinite(rec["train_loss"]) and math.isfinite(rec["param_norm"])):
                 members.status[i] = "diverged"
                 hp.active[i] = 0.0
