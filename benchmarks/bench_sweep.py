@@ -1,0 +1,86 @@
+"""Sweep throughput: the default local backend vs one run at a time, and Ray's overhead.
+
+    python benchmarks/bench_sweep.py            # 32 runs of a tiny MLP (p=23, 400 steps)
+    python benchmarks/bench_sweep.py --quick    # 8 runs, 200 steps
+
+Every mode trains the same runs (8 fractions × 4 seeds of `quickstart` at p = 23) into a fresh
+store and is timed end to end, start-up included:
+
+1. sequential: one process, one run after another, torch on every core (what a loop over
+   `groklab run` does);
+2. sequential, 1 thread: the same on one thread (the per-run cost the workers pay);
+3. local: `groklab sweep` defaults (pack 1, one spawn worker per core, one thread each);
+4. ray: the same plan as Ray tasks (`ray.init(num_cpus=cores)`), with and without Ray's
+   own start-up; the driver writes the store.
+
+Run it alone: another torch process on the same cores distorts every figure.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+from groklab.store import Store
+from groklab.sweep import load_spec, run_sweep
+from groklab.sweep.plan import cpu_count
+
+
+def spec(n_fracs: int, seeds: int, steps: int, threads: str):
+    fracs = [round(0.3 + 0.05 * i, 2) for i in range(n_fracs)]
+    return load_spec({"name": "bench", "base": "quickstart", "seeds": seeds, "axes": {"data.frac_train": fracs},
+                      "set": ["data.p=23", f"train.steps={steps}", "train.eval_every=50", "train.batch_size=64",
+                              "train.early_stop=false", f"train.threads={threads}"]})
+
+
+def timed(label: str, fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    dt = time.perf_counter() - t0
+    print(f"  {label:<34} {dt:8.1f} s", flush=True)
+    return dt
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--no-ray", action="store_true")
+    args = ap.parse_args(argv)
+    n_fracs, seeds, steps = (4, 2, 200) if args.quick else (8, 4, 400)
+    cores = cpu_count()
+    n = n_fracs * seeds
+    print(f"{n} runs of quickstart at p=23, {steps} steps each; {cores} cores; load average "
+          f"{os.getloadavg()[0]:.2f} at start", flush=True)
+    res = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        res["seq"] = timed("sequential, auto threads", lambda: run_sweep(
+            spec(n_fracs, seeds, steps, "auto"), store=Store(f"{tmp}/a"), workers=1))
+        res["seq1"] = timed("sequential, 1 thread", lambda: run_sweep(
+            spec(n_fracs, seeds, steps, "1"), store=Store(f"{tmp}/b"), workers=1))
+        res["local"] = timed(f"local backend ({cores} workers × 1 thread)", lambda: run_sweep(
+            spec(n_fracs, seeds, steps, "auto"), store=Store(f"{tmp}/c")))
+        if not args.no_ray:
+            import ray
+            t0 = time.perf_counter()
+            ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
+            res["ray_init"] = time.perf_counter() - t0
+            try:
+                res["ray"] = timed("ray backend (Ray already started)", lambda: run_sweep(
+                    spec(n_fracs, seeds, steps, "auto"), store=Store(f"{tmp}/d"), backend="ray"))
+            finally:
+                ray.shutdown()
+            print(f"  {'ray.init':<34} {res['ray_init']:8.1f} s")
+    print(f"local backend vs sequential (auto threads): {res['seq'] / res['local']:.2f}x faster "
+          f"({n / res['local']:.2f} vs {n / res['seq']:.2f} runs/s)")
+    print(f"local backend vs sequential (1 thread):     {res['seq1'] / res['local']:.2f}x faster")
+    if "ray" in res:
+        print(f"ray vs local: {res['ray'] / res['local']:.2f}x the wall time "
+              f"({res['ray'] - res['local']:+.1f} s; {res['ray'] + res['ray_init'] - res['local']:+.1f} s "
+              f"counting ray.init)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Sweeps: a spec of axes over config fields, a planner that packs and resumes, and backends.
+
+    groklab sweep mlp-fraction                       # a sweep preset (see `groklab sweep --list`)
+    groklab sweep quickstart --grid data.frac_train=0.3,0.4,0.5 --seeds 2 --dry-run
+    groklab sweep my-sweep.toml --backend ray --address auto
+    groklab analyze mlp-fraction --kind critical -o dcrit.png
+
+From Python::
+
+    from groklab.sweep import run_sweep, runs_table
+    report = run_sweep("mlp-fraction", store="runs")
+    table = runs_table(report.store, report.plan.sweep)
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from .backends import GroupOutcome, execute, record_result
+from .plan import Group, Plan, Resources, local_resources, pack_groups, plan_sweep, run_key
+from .spec import SweepSpec, expand, list_sweep_presets, load_spec, parse_grid
+from .table import runs_table
+
+__all__ = ["SweepSpec", "load_spec", "parse_grid", "expand", "list_sweep_presets", "Plan", "Group", "Resources",
+           "plan_sweep", "pack_groups", "run_key", "local_resources", "execute", "record_result", "GroupOutcome",
+           "runs_table", "run_sweep", "SweepReport"]
+
+
+@dataclass
+class SweepReport:
+    """What a sweep did: its plan, one outcome per executed group, and the wall time."""
+
+    spec: SweepSpec
+    plan: Plan
+    store: Any
+    outcomes: list[GroupOutcome] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> list[GroupOutcome]:
+        return [o for o in self.outcomes if not o.ok]
+
+
+def run_sweep(source: str | dict | SweepSpec, *, grid: dict[str, Sequence] | None = None,
+              overrides: Sequence[str] = (), name: str | None = None, seeds: Any = None,
+              store=None, backend: str = "local", pack: int | None = None, workers: int | None = None,
+              address: str | None = None, max_retries: int = 2, dry_run: bool = False,
+              on_plan: Callable[[Plan], None] | None = None,
+              on_done: Callable[[GroupOutcome], None] = lambda o: None) -> SweepReport:
+    """Plan and execute a sweep (the Python side of `groklab sweep`).
+
+    Args:
+        source: sweep preset name, sweep TOML path, run preset/path (with `grid`), spec dict or
+            :class:`SweepSpec`.
+        grid: extra axes, field → values.
+        overrides: base overrides, e.g. ``["train.steps=2000"]``.
+        name, seeds: replace the spec's sweep name and seeds.
+        store: store root or :class:`groklab.store.Store` (default ``./runs``).
+        backend: ``"local"`` or ``"ray"``.
+        pack, workers: members per ensemble and parallel workers (default: per device).
+        address: Ray cluster address (``"auto"`` joins a running cluster; None starts one).
+        max_retries: Ray task retries before a group is reported failed.
+        dry_run: plan only.
+        on_plan, on_done: callbacks with the plan and with each finished group.
+    Returns:
+        A :class:`SweepReport`.
+    """
+    from ..store import Store
+
+    spec = source if isinstance(source, SweepSpec) else load_spec(
+        source, grid={k: tuple(v) for k, v in (grid or {}).items()}, overrides=list(overrides), name=name,
+        seeds=seeds)
+    st = store if isinstance(store, Store) else Store(store)
+    cfgs = expand(spec)
+    if backend == "ray" and not dry_run:
+        from .backends import ray_resources, ray_session
+        with ray_session(address):
+            plan = plan_sweep(spec.name, cfgs, st, pack=pack, workers=workers, resources=ray_resources(),
+                              threads=1)
+            return _execute(spec, plan, st, backend, on_plan, on_done, address, max_retries, dry_run)
+    plan = plan_sweep(spec.name, cfgs, st, pack=pack, workers=workers)
+    return _execute(spec, plan, st, backend, on_plan, on_done, address, max_retries, dry_run)
+
+
+def _execute(spec, plan, st, backend, on_plan, on_done, address, max_retries, dry_run) -> SweepReport:
+    if on_plan is not None:
+        on_plan(plan)
+    report = SweepReport(spec, plan, st)
+    if dry_run:
+        return report
+    t0 = time.perf_counter()
+    report.outcomes = execute(plan, st, backend, on_done, address=address, max_retries=max_retries)
+    report.seconds = time.perf_counter() - t0
+    return report
+

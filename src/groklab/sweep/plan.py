@@ -1,0 +1,289 @@
+"""The planner: which runs of a sweep are done, which resume, and how the rest are packed.
+
+Runs that differ only in `config.MEMBER_FIELDS` (seed, split, fraction, lr, weight decay, noise
+scales, init scale, Grokfast λ/α) can train as one vectorized ensemble; runs that differ in
+anything else go to separate groups. How many members to pack comes from measurement:
+
+- **CPU**: pack 1 and one worker process per core with one thread each. Vectorized members were
+  measured *slower* than running them one after another on this CPU build (DESIGN.md), and two
+  1-thread workers beat one 2-thread run.
+- **GPU**: one worker per GPU, packing as many members as fit in half its free memory, by a
+  deliberately simple estimate (:func:`member_bytes`): 8 copies of the parameters per member
+  plus the activations of one batch or one evaluation chunk; at most 256 members.
+
+A run's identity is its sweep name plus its canonical config (:func:`run_key`), ignoring the
+fields that only say how it executes (name, description, threads, device, checkpoint cadence).
+Re-planning a sweep therefore skips runs that finished (or diverged), resumes the groups of
+runs that were interrupted or failed, and creates rows only for runs never started.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field, replace
+from typing import Any, Sequence
+
+from ..config import MEMBER_FIELDS, ConfigError, RunCfg, from_dict, to_dict
+
+__all__ = ["Resources", "Group", "Plan", "plan_sweep", "pack_groups", "run_key", "member_bytes", "default_pack",
+           "local_resources"]
+
+# Fields that say how a run executes, not what it computes: never part of a run's identity.
+EXEC_FIELDS = frozenset({"name", "description", "train.threads", "train.device", "train.checkpoint_every"})
+DONE = ("finished", "diverged")          # terminal: a re-run skips these
+MAX_GPU_PACK = 256                        # beyond this, one group's evaluation dominates anyway
+GPU_BUDGET = 0.5                          # fraction of free GPU memory the estimate may fill
+
+
+def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def run_key(cfg: RunCfg) -> str:
+    """Canonical JSON of what a run computes (EXEC_FIELDS dropped): equal keys = same run."""
+    flat = {k: v for k, v in _flat(to_dict(cfg)).items() if k not in EXEC_FIELDS}
+    return json.dumps(flat, sort_keys=True)
+
+
+def pack_signature(cfg: RunCfg) -> str:
+    """Runs with equal signatures may share an ensemble (they differ only in MEMBER_FIELDS)."""
+    flat = {k: v for k, v in _flat(to_dict(cfg)).items() if k not in MEMBER_FIELDS and k not in EXEC_FIELDS}
+    return json.dumps(flat, sort_keys=True)
+
+
+# ---------------------------------------------------------------- resources and pack size
+
+@dataclass(frozen=True)
+class Resources:
+    """What the backend can run on."""
+
+    cpus: int
+    gpus: int = 0
+    gpu_free_bytes: int = 0
+    """Free memory of one GPU (the smallest, if several)."""
+
+    @property
+    def kind(self) -> str:
+        return "gpu" if self.gpus else "cpu"
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
+
+
+def local_resources(device: str = "auto") -> Resources:
+    """This machine's cores and, when `device` resolves to CUDA, its GPUs and free memory."""
+    cpus = cpu_count()
+    if device == "cpu":
+        return Resources(cpus)
+    import torch
+    if not torch.cuda.is_available():
+        if device.startswith("cuda"):
+            raise ConfigError(f"train.device={device!r} but no CUDA device is available")
+        return Resources(cpus)
+    ids = [torch.device(device).index or 0] if device.startswith("cuda:") else range(torch.cuda.device_count())
+    free = min(torch.cuda.mem_get_info(i)[0] for i in ids)
+    return Resources(cpus, len(ids), int(free))
+
+
+def member_bytes(cfg: RunCfg) -> int:
+    """Rough GPU memory of one ensemble member of `cfg`, in bytes (documented, not measured).
+
+    ``8 × params × 4 B`` (weights, gradient, two Adam moments, init copy, filter, noise, slack)
+    plus the larger of the activations kept for backward on one batch,
+    ``batch × positions × layers × (8·d_model + 2·width) × 4 B``, and the live tensors of one
+    evaluation chunk, ``rows × positions × width × 4 B × 4`` (width = the widest hidden layer).
+    """
+    import torch
+
+    from ..data import TASKS
+    from ..models import build_model
+    from ..train.engine import EVAL_CHUNK
+
+    task = TASKS.get(cfg.data.task)().build(cfg.data)
+    with torch.device("meta"):  # count parameters without allocating them
+        params = build_model(cfg.model, task, 1).param_counts()["params"]
+    m = len(task.y)
+    batch = m if cfg.train.batch_size == "full" else min(int(cfg.train.batch_size), m)
+    width = max(cfg.model.d_model, cfg.model.d_mlp if cfg.model.name == "transformer" else cfg.model.d_hidden)
+    positions = max(1, task.seq_len)
+    train_act = batch * positions * cfg.model.n_layers * (8 * cfg.model.d_model + 2 * width) * 4
+    eval_act = min(m, EVAL_CHUNK) * positions * width * 4 * 4
+    return 8 * params * 4 + max(train_act, eval_act)
+
+
+def default_pack(cfg: RunCfg, res: Resources) -> int:
+    """Members per ensemble: 1 on CPU; on GPU as many as the memory estimate allows."""
+    if res.kind == "cpu":
+        return 1
+    return max(1, min(MAX_GPU_PACK, int(GPU_BUDGET * res.gpu_free_bytes // member_bytes(cfg))))
+
+
+# ---------------------------------------------------------------- the plan
+
+@dataclass(frozen=True)
+class Group:
+    """Runs trained together as one ensemble (one task for a backend)."""
+
+    cfgs: tuple[RunCfg, ...]
+    group_id: str | None = None
+    """The stored group to resume; None for a new group."""
+
+    @property
+    def resume(self) -> bool:
+        return self.group_id is not None
+
+    def __len__(self) -> int:
+        return len(self.cfgs)
+
+
+@dataclass
+class Plan:
+    """What executing a sweep will do."""
+
+    sweep: str
+    groups: list[Group]
+    n_runs: int
+    """Runs in the spec (after removing duplicate points)."""
+    done: list[dict] = field(default_factory=list)
+    """Stored rows of runs already finished or diverged (skipped)."""
+    pack: int = 1
+    workers: int = 1
+    resources: Resources = field(default_factory=lambda: Resources(1))
+    threads: int | str = 1
+    """Torch threads per run (1 whenever several runs share the machine)."""
+    duplicates: int = 0
+    stale: int = 0
+    """Stored runs of this sweep that the spec no longer contains (left as they are)."""
+
+    @property
+    def n_resume(self) -> int:
+        return sum(len(g) for g in self.groups if g.resume)
+
+    @property
+    def n_new(self) -> int:
+        return sum(len(g) for g in self.groups if not g.resume)
+
+    def describe(self, swept: Sequence[str] = (), backend: str = "local", detail: bool = False) -> str:
+        """Counts, grouping and execution, as printed by `groklab sweep`."""
+        r = self.resources
+        where = f"{r.gpus} GPU(s)" if r.kind == "gpu" else f"{r.cpus} CPU core(s)"
+        lines = [f"sweep {self.sweep}: {self.n_runs} runs — {len(self.done)} done (skipped), "
+                 f"{self.n_resume} to resume, {self.n_new} to train"
+                 + (f"; {self.duplicates} duplicate point(s) dropped" if self.duplicates else "")]
+        if self.stale:
+            lines.append(f"  note: {self.stale} stored run(s) of sweep {self.sweep} are not in this spec "
+                         f"(kept; `groklab analyze` includes them)")
+        if self.groups:
+            sizes = sorted({len(g) for g in self.groups})
+            lines.append(f"  {len(self.groups)} group(s) of {'/'.join(map(str, sizes))} run(s) (pack ≤ {self.pack}); "
+                         f"{backend} backend on {where}: {self.workers} worker(s) × {self.threads} thread(s)")
+        if detail:
+            for i, g in enumerate(self.groups):
+                vals = [", ".join(f"{f.split('.')[-1]}={_get(c, f)}" for f in swept) or c.name for c in g.cfgs]
+                tag = f"resume {g.group_id}" if g.resume else "new"
+                shown = "; ".join(vals[:4]) + (f"; … (+{len(vals) - 4})" if len(vals) > 4 else "")
+                lines.append(f"  [{i + 1:>3}] {len(g):>3} run(s) {tag:<20} {shown}")
+        return "\n".join(lines)
+
+
+def _get(cfg: RunCfg, dotted: str) -> Any:
+    from ..config import get_field
+    v = get_field(cfg, dotted)
+    return f"{v:g}" if isinstance(v, float) else v
+
+
+def pack_groups(cfgs: Sequence[RunCfg], pack: int) -> list[tuple[RunCfg, ...]]:
+    """Split configs into ensembles of at most `pack` compatible members.
+
+    Runs are bucketed by :func:`pack_signature` (first-seen order) and each bucket is cut into
+    ``ceil(n / pack)`` near-equal consecutive chunks, so a 10-run bucket with pack 8 becomes
+    5 + 5 rather than 8 + 2 (balanced work for parallel workers).
+    """
+    if pack < 1:
+        raise ConfigError(f"--pack={pack} must be at least 1")
+    buckets: dict[str, list[RunCfg]] = {}
+    for cfg in cfgs:
+        buckets.setdefault(pack_signature(cfg), []).append(cfg)
+    groups = []
+    for members in buckets.values():
+        k = math.ceil(len(members) / pack)
+        base, extra = divmod(len(members), k)
+        start = 0
+        for i in range(k):
+            size = base + (1 if i < extra else 0)
+            groups.append(tuple(members[start:start + size]))
+            start += size
+    return groups
+
+
+def _execution(cfg: RunCfg, threads: int | str) -> RunCfg:
+    return cfg if cfg.train.threads == threads else replace(cfg, train=replace(cfg.train, threads=threads))
+
+
+def plan_sweep(sweep: str, cfgs: Sequence[RunCfg], store=None, *, pack: int | None = None,
+               workers: int | None = None, resources: Resources | None = None, threads: int | None = None) -> Plan:
+    """Plan a sweep against what the store already holds.
+
+    Args:
+        sweep: the sweep name (stored with every run).
+        cfgs: the sweep's configs (from :func:`groklab.sweep.spec.expand`).
+        store: a :class:`groklab.store.Store` or None (plan everything as new).
+        pack: members per ensemble (default: :func:`default_pack`).
+        workers: parallel worker processes (default: cores on CPU, GPUs on GPU; never more than
+            the number of groups).
+        resources: what the backend runs on (default: this machine).
+        threads: torch threads per run (default: 1 when several workers share the machine,
+            else the config's own setting).
+    Returns:
+        The :class:`Plan`.
+    """
+    if not cfgs:
+        raise ConfigError(f"sweep {sweep!r} has no runs")
+    res = resources or local_resources(cfgs[0].train.device)
+    unique: dict[str, RunCfg] = {}
+    for cfg in cfgs:
+        unique.setdefault(run_key(cfg), cfg)
+    stored: dict[str, list[dict]] = {}
+    for row in (store.list(sweep=sweep) if store is not None else []):
+        try:
+            key = run_key(from_dict(RunCfg, row["config"]))
+        except ConfigError:  # written by another groklab version: not one of ours
+            continue
+        stored.setdefault(key, []).append(row)
+
+    done, resume_ids, new = [], [], []
+    for key, cfg in unique.items():
+        rows = stored.get(key, [])
+        finished = [r for r in rows if r["status"] in DONE]
+        if finished:
+            done.append(finished[0])
+        elif rows:
+            if rows[0]["group_id"] not in resume_ids:
+                resume_ids.append(rows[0]["group_id"])
+        else:
+            new.append(cfg)
+
+    pack = pack or default_pack(next(iter(unique.values())), res)
+    new_groups = pack_groups(new, pack)
+    n_groups = len(new_groups) + len(resume_ids)
+    limit = res.gpus if res.kind == "gpu" else res.cpus
+    workers = max(1, min(workers or limit, n_groups or 1))
+    if threads is None:
+        threads = 1 if workers > 1 or res.kind == "gpu" else cfgs[0].train.threads
+    groups = [Group(tuple(_execution(from_dict(RunCfg, r["config"]), threads) for r in store.group(gid)), gid)
+              for gid in resume_ids]
+    groups += [Group(tuple(_execution(c, threads) for c in g)) for g in new_groups]
+    return Plan(sweep=sweep, groups=groups, n_runs=len(unique), done=done, pack=pack, workers=workers,
+                resources=res, threads=threads, duplicates=len(cfgs) - len(unique),
+                stale=sum(len(rows) for key, rows in stored.items() if key not in unique))

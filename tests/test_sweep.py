@@ -1,0 +1,279 @@
+"""Sweeps: spec parsing, planning/packing, resume, failures, local vs Ray, runs table, CLI."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from groklab import load_config, with_overrides
+from groklab.config import ConfigError
+from groklab.store import Store
+from groklab.sweep import load_spec, expand, parse_grid, plan_sweep, pack_groups, run_key, run_sweep, runs_table
+from groklab.sweep.plan import Resources, default_pack, pack_signature
+from groklab.sweep.spec import axis_values
+
+TINY = ["data.p=23", "train.threads=1", "train.steps=60", "train.eval_every=20", "train.batch_size=64",
+        "train.early_stop=false"]
+CPU2 = Resources(cpus=2)
+
+
+def tiny_spec(name="t", fracs=(0.3, 0.5), seeds=(0,), extra=()):
+    return load_spec({"name": name, "base": "quickstart", "set": TINY + list(extra),
+                      "axes": {"data.frac_train": list(fracs)}, "seeds": list(seeds)})
+
+
+# ---------------------------------------------------------------- spec parsing
+
+def test_range_logrange_and_lists():
+    assert axis_values("a", {"range": [0.2, 0.8, 0.1]}) == (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # b included, no float noise
+    assert axis_values("a", {"range": [100, 400, 100]}) == (100, 200, 300, 400)
+    assert axis_values("a", {"logrange": [1e-4, 1e-1, 4]}) == (1e-4, 1e-3, 1e-2, 1e-1)
+    assert axis_values("a", {"logrange": [10, 1000, 3]}) == (10, 100, 1000)
+    assert axis_values("a", [1, 2]) == (1, 2)
+    with pytest.raises(ConfigError, match="range"):
+        axis_values("a", {"range": [1, 2]})
+    with pytest.raises(ConfigError, match="empty"):
+        axis_values("a", {"range": [1, 2, -1]})
+    assert parse_grid(["optim.lr=logrange:1e-3:1e-1:3", "train.seed=0,1"]) == {
+        "optim.lr": (1e-3, 1e-2, 1e-1), "train.seed": (0, 1)}
+
+
+def test_product_zip_and_seeds():
+    base = {"base": "quickstart", "name": "s", "axes": {"optim.lr": [1e-3, 2e-3], "optim": {"weight_decay": [0.1, 1.0]}}}
+    prod = expand(load_spec({**base, "seeds": 2}))
+    assert len(prod) == 2 * 2 * 2
+    assert prod[1].train.seed == 1 and prod[0].optim.lr == prod[1].optim.lr  # seeds innermost
+    zipped = expand(load_spec({**base, "mode": "zip", "seeds": [7]}))
+    assert [(c.optim.lr, c.optim.weight_decay, c.train.seed) for c in zipped] == [(1e-3, 0.1, 7), (2e-3, 1.0, 7)]
+    partial = expand(load_spec({**base, "zip": [["optim.lr", "optim.weight_decay"]],
+                                "axes": {**base["axes"], "data.frac_train": [0.3, 0.4]}}))
+    assert len(partial) == 4 and {(c.optim.lr, c.optim.weight_decay) for c in partial} == {(1e-3, 0.1), (2e-3, 1.0)}
+    assert prod[0].name == "s-lr=0.001-weight_decay=0.1-seed=0"
+
+
+def test_spec_errors_name_the_field():
+    with pytest.raises(ConfigError, match=r"'optim\.lrr' is not a config field.*optim\.lr"):
+        load_spec({"base": "quickstart", "axes": {"optim.lrr": [1e-3]}})
+    with pytest.raises(ConfigError, match=r"data\.frac_train=1\.5"):
+        expand(load_spec({"base": "quickstart", "axes": {"data.frac_train": [0.5, 1.5]}}))
+    with pytest.raises(ConfigError, match="equal length"):
+        load_spec({"base": "quickstart", "mode": "zip", "axes": {"optim.lr": [1, 2], "data.p": [3]}})
+    with pytest.raises(ConfigError, match="unknown sweep key"):
+        load_spec({"base": "quickstart", "axis": {}})
+    with pytest.raises(ConfigError, match="neither"):
+        load_spec("no-such-sweep")
+
+
+def test_presets_resolve_and_grid_on_a_run_preset():
+    spec = load_spec("mlp-fraction")
+    cfgs = expand(spec)
+    assert spec.name == "mlp-fraction" and len(cfgs) == 9 * 2
+    assert all(c.train.early_stop for c in cfgs)
+    for name in ("mlp-lr-wd", "repro-fraction", "mystery-semigrok"):
+        assert expand(load_spec(name))
+    spec = load_spec("quickstart", grid=parse_grid(["data.frac_train=0.3,0.5"]), seeds=2)
+    assert spec.name == "quickstart-frac_train" and len(expand(spec)) == 4
+
+
+# ---------------------------------------------------------------- planner
+
+def test_planner_packs_compatible_and_splits_incompatible():
+    base = load_config("quickstart", TINY)
+    mk = lambda **kw: with_overrides(base, kw)  # noqa: E731
+    cfgs = [mk(**{"train.seed": s, "data.frac_train": f}) for s in range(5) for f in (0.3, 0.5)]  # compatible
+    cfgs += [mk(**{"model.d_hidden": 64, "train.seed": s}) for s in range(3)]                    # other shape
+    groups = pack_groups(cfgs, pack=4)
+    assert sorted(len(g) for g in groups) == [3, 3, 3, 4]  # 10 → 4+3+3 (balanced, not 4+4+2), 3 → 3
+    for g in groups:
+        assert len({pack_signature(c) for c in g}) == 1 and len(g) <= 4
+    assert len(pack_groups(cfgs, pack=1)) == 13
+    assert len(pack_groups(cfgs, pack=100)) == 2
+    with pytest.raises(ConfigError):
+        pack_groups(cfgs, pack=0)
+
+    plan = plan_sweep("p", cfgs + cfgs[:2], None, resources=CPU2)  # defaults on CPU
+    assert plan.pack == 1 and plan.workers == 2 and plan.threads == 1 and plan.duplicates == 2
+    assert len(plan.groups) == 13 and all(c.train.threads == 1 for g in plan.groups for c in g.cfgs)
+    assert plan_sweep("p", cfgs, None, resources=CPU2, workers=1).threads == 1  # the config's own setting
+
+
+def test_run_identity_and_gpu_pack_estimate():
+    a = load_config("quickstart", TINY)
+    b = with_overrides(a, {"name": "other", "train.threads": "auto", "train.device": "cpu"})
+    assert run_key(a) == run_key(b) != run_key(with_overrides(a, {"optim.lr": 2e-3}))
+    assert default_pack(a, CPU2) == 1
+    big, small = Resources(16, 1, 80 * 2**30), Resources(16, 1, 2 * 2**30)
+    assert default_pack(a, big) > default_pack(a, small) >= 1
+    assert default_pack(load_config("power2022-add97"), big) < default_pack(load_config("quickstart"), big)
+
+
+# ---------------------------------------------------------------- execution, resume, failures
+
+def test_rerun_skips_finished_runs_without_duplicates(tmp_path):
+    store = Store(tmp_path / "runs")
+    first = run_sweep(tiny_spec(), store=store, workers=1)
+    assert first.plan.n_new == 2 and not first.failed
+    rows = store.list(sweep="t")
+    assert [r["status"] for r in rows] == ["finished", "finished"]
+    second = run_sweep(tiny_spec(), store=store, workers=1)
+    assert len(second.plan.done) == 2 and second.plan.groups == [] and second.outcomes == []
+    third = run_sweep(tiny_spec(fracs=(0.3, 0.5, 0.7)), store=store, workers=1)  # a grown sweep trains the new point
+    assert third.plan.n_new == 1 and len(store.list(sweep="t")) == 3
+
+
+def test_interrupted_group_resumes_to_the_same_result(tmp_path, monkeypatch):
+    import groklab.train as gt
+
+    spec = tiny_spec(fracs=(0.4,), extra=["train.checkpoint_every=20"])
+    ref = run_sweep(spec, store=Store(tmp_path / "ref"), workers=1).outcomes[0].summaries[0]
+
+    real = gt.train
+
+    def interrupted(cfgs, **kw):
+        def stop(step, state):
+            if step >= 40:
+                raise KeyboardInterrupt
+        return real(cfgs, hooks=[stop], **kw)
+
+    store = Store(tmp_path / "runs")
+    monkeypatch.setattr(gt, "train", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec, store=store, workers=1)
+    (row,) = store.list(sweep="t")
+    assert row["status"] == "stopped" and store.paths.checkpoint(row["group_id"]).exists()
+    monkeypatch.setattr(gt, "train", real)
+    again = run_sweep(spec, store=store, workers=1)
+    assert again.plan.n_resume == 1 and again.plan.n_new == 0
+    (after,) = store.list(sweep="t")
+    assert after["id"] == row["id"] and after["status"] == "finished"
+    assert after["summary"]["train_loss"] == pytest.approx(ref["train_loss"], rel=1e-4)
+    assert after["summary"]["val_acc"] == pytest.approx(ref["val_acc"], abs=1e-6)
+    assert store.metrics(after["id"])["step"].is_unique
+
+
+def test_ctrl_c_stops_workers_and_leaves_runs_resumable(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = tmp_path / "runs"
+    sets = [a for s in TINY + ["train.steps=1500", "train.checkpoint_every=50"] for a in ("--set", s)]
+    cmd = [sys.executable, "-m", "groklab.cli", "sweep", "quickstart", "--grid", "data.frac_train=0.3,0.5,0.7",
+           "--name", "cc", "--store", str(root), "--workers", "2", *sets]
+    # Like a terminal: Ctrl-C reaches the whole process group (driver and workers).
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    store, deadline = Store(root), time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        rows = store.list(sweep="cc") if store.exists() else []
+        if len(rows) == 2 and all(store.metrics(r["id"])["step"].max() > 100 for r in rows):  # past a checkpoint
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode()[-2000:]
+    assert b"resumable" in err
+    rows = store.list(sweep="cc")
+    assert len(rows) == 2 and {r["status"] for r in rows} == {"stopped"}
+    for _ in range(50):  # no orphans: workers (and multiprocessing's resource tracker) are gone
+        left = subprocess.run(["ps", "-o", "pid=,args=", "-g", str(proc.pid)], capture_output=True, text=True).stdout
+        if not left.strip():
+            break
+        time.sleep(0.1)
+    assert not left.strip(), left
+    spec = load_spec("quickstart", grid={"data.frac_train": (0.3, 0.5, 0.7)}, name="cc",
+                     overrides=TINY + ["train.steps=1500", "train.checkpoint_every=50"])
+    plan = plan_sweep("cc", expand(spec), store, resources=CPU2)  # (resuming itself is tested above)
+    assert plan.n_resume == 2 and plan.n_new == 1
+    assert all(store.paths.checkpoint(r["group_id"]).exists() for r in rows)
+
+
+def test_failed_group_is_reported_and_retried(tmp_path, monkeypatch):
+    import groklab.train as gt
+
+    store = Store(tmp_path / "runs")
+    real = gt.train
+    monkeypatch.setattr(gt, "train", lambda cfgs, **kw: (_ for _ in ()).throw(RuntimeError("boom")))
+    report = run_sweep(tiny_spec(fracs=(0.4,)), store=store, workers=1)
+    assert len(report.failed) == 1 and "boom" in report.failed[0].error
+    (row,) = store.list(sweep="t")
+    assert row["status"] == "failed" and "boom" in row["summary"]["error"]
+    monkeypatch.setattr(gt, "train", real)
+    report = run_sweep(tiny_spec(fracs=(0.4,)), store=store, workers=1)
+    assert report.plan.n_resume == 1 and not report.failed
+    assert [(r["id"], r["status"]) for r in store.list(sweep="t")] == [(row["id"], "finished")]
+
+
+def test_ray_matches_local_and_reports_failures(tmp_path):
+    ray = pytest.importorskip("ray")
+    spec = tiny_spec(fracs=(0.3, 0.6), seeds=(0, 1))
+    local_store, ray_store = Store(tmp_path / "local"), Store(tmp_path / "ray")
+    run_sweep(spec, store=local_store, workers=1)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        report = run_sweep(spec, store=ray_store, backend="ray")
+        assert not report.failed and report.plan.threads == 1
+        bad = run_sweep(tiny_spec(name="bad", fracs=(0.4,), extra=["train.device=cuda"]), store=ray_store,
+                        backend="ray", max_retries=1)
+    finally:
+        ray.shutdown()
+    by_name = {r["name"]: r for r in local_store.list(sweep="t")}
+    rows = ray_store.list(sweep="t")
+    assert len(rows) == 4
+    for r in rows:
+        ref = by_name[r["name"]]
+        assert r["status"] == "finished"
+        for key in ("train_loss", "val_loss", "train_acc", "val_acc"):
+            assert r["summary"][key] == pytest.approx(ref["summary"][key], rel=1e-4, abs=1e-6)
+        a, b = ray_store.metrics(r["id"]), local_store.metrics(ref["id"])
+        assert list(a["step"]) == list(b["step"])
+        assert ray_store.paths.checkpoint(r["group_id"]).exists()  # the driver stored the weights too
+    assert len(bad.failed) == 1 and bad.failed[0].error
+    assert [r["status"] for r in ray_store.list(sweep="bad")] == ["failed"]
+
+
+# ---------------------------------------------------------------- runs table and CLI
+
+def test_runs_table(tmp_path):
+    store = Store(tmp_path / "runs")
+    run_sweep(tiny_spec(fracs=(0.3, 0.5), seeds=(0, 1)), store=store, workers=1)
+    table = runs_table(store, "t")
+    assert len(table) == 4
+    assert table.attrs["swept"] == ["data.frac_train", "train.seed"]
+    assert sorted(table["data.frac_train"].unique()) == [0.3, 0.5]
+    assert set(table["n_train"]) == {round(0.3 * 23 * 23), round(0.5 * 23 * 23)}
+    for col in ("t_train99", "t_val99", "final_val_acc", "final_train_acc", "steps", "generalized"):
+        assert col in table
+    assert (table["steps"] == 60).all()
+    assert "optim.lr" in runs_table(store, "t", ["optim.lr"])
+    with pytest.raises(ConfigError, match="no runs"):
+        runs_table(store, "nope")
+    store.update_runs({int(table["run_id"][0]): ("stopped", {})})
+    assert len(runs_table(store, "t")) == 3 and runs_table(store, "t").attrs["excluded"] == 1
+
+
+def test_cli_sweep_end_to_end(tmp_path, capsys):
+    from groklab.cli import main
+
+    root = str(tmp_path / "runs")
+    grid = ["sweep", "quickstart", "--grid", "data.frac_train=0.3,0.6", "--name", "e2e", "--store", root,
+            *[a for s in TINY for a in ("--set", s)]]
+    assert main(grid + ["--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "2 runs" in out and "2 to train" in out and "frac_train=0.6" in out
+    assert main(grid + ["--json"]) == 0  # two spawn workers, one thread each
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["workers"] == 2 and [t["status"] for t in report["trained"]] == ["finished", "finished"]
+    assert main(grid) == 0
+    assert "2 done (skipped)" in capsys.readouterr().out
+    png = tmp_path / "eff.png"
+    assert main(["analyze", "e2e", "--store", root, "--kind", "efficiency", "-o", str(png), "--json"]) == 0
+    eff = json.loads(capsys.readouterr().out)
+    assert png.stat().st_size > 0 and [r["data.frac_train"] for r in eff["table"]] == [0.3, 0.6]
+    assert main(["analyze", "e2e", "--store", root, "--kind", "critical"]) == 0
+    assert "D_crit" in capsys.readouterr().out
+    assert main(["sweep", "quickstart", "--grid", "optim.lrr=1e-3", "--store", root]) == 2
+    assert "optim.lrr" in capsys.readouterr().err
+    assert main(["analyze", "e2e", "--store", root, "--kind", "phase"]) == 2
