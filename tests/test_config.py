@@ -65,3 +65,10 @@ def test_phases_validated():
         load_config("quickstart", ["train.phases=[{start=100, train_frac=1.5}]"])
     with pytest.raises(ConfigError, match=r"unknown field 'train.phases\[0\].wd'"):
         load_config("quickstart", ["train.phases=[{start=100, wd=0.1}]"])
+
+
+def test_output_head_in_front_of_a_normalizing_loss_is_rejected():
+    with pytest.raises(ConfigError, match=r"model.output='softmax' cannot feed train.loss='ce'"):
+        load_config("omnigrok-mnist", ["model.output=softmax", "train.loss=ce"])
+    with pytest.raises(ConfigError, match=r"train.phases\[0\].loss='mse'"):
+        load_config("omnigrok-mnist", ["model.output=sigmoid", "train.phases=[{start=10, loss='mse'}]"])

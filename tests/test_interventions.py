@@ -148,10 +148,42 @@ def test_bad_phase_rejected():
         load_config("quickstart", ["train.phases=[{start=9000}]"])
 
 
-@pytest.mark.parametrize("preset", ["mystery-adamw-wd-init", "ungrok-mlp", "grokfast-mul97", "mystery-adam-weight-noise"])
+@pytest.mark.parametrize("preset", ["mystery-adamw-wd-init", "ungrok-mlp", "grokfast-mul97", "mystery-adam-weight-noise",
+                                    "ungrok-transformer", "ungrok-lstm", "lstm-late-wd", "lstm-wd-removed",
+                                    "lstm-no-wd", "rnn-late-wd", "mlp-late-wd"])
 def test_intervention_presets_run(preset):
     cfg = load_config(preset, ["data.p=11", "train.steps=20", "train.threads=1", "train.batch_size=32",
                                "model.d_model=16", "model.n_heads=2", "model.d_mlp=32", "model.d_hidden=32",
                                "train.phases=[]"])
     (res,) = train(cfg, progress=False)
     assert res.status == "finished" and math.isfinite(res.summary["train_loss"])
+
+
+@pytest.mark.parametrize("preset, before, after", [
+    ("lstm-late-wd", 0.0, 0.02), ("rnn-late-wd", 0.0, 0.02), ("lstm-wd-removed", 0.01, 0.0), ("mlp-late-wd", 0.0, 1.0)])
+def test_weight_decay_timing_presets_switch_as_the_study_did(preset, before, after):
+    cfg = load_config(preset)
+    (phase,) = cfg.train.phases
+    assert cfg.optim.weight_decay == before and phase.weight_decay == after and 0 < phase.start < cfg.train.steps
+
+
+@pytest.mark.parametrize("preset", ["ungrok-mlp", "ungrok-transformer", "ungrok-lstm"])
+def test_ungrok_presets_shrink_after_grokking_time(preset):
+    cfg = load_config(preset)
+    (phase,) = cfg.train.phases
+    assert cfg.data.frac_train == 0.7 and phase.train_frac == 0.1 and not cfg.train.early_stop
+
+
+def test_phase_boundaries_are_dashed_lines_on_the_plot():
+    import pandas as pd
+
+    from groklab.plots import grokking_figure
+
+    steps = [0, 10, 100, 1000]
+    metrics = pd.DataFrame({"step": steps, "train_acc": [0, .5, 1, 1], "val_acc": [0, 0, .2, 1],
+                            "train_loss": [3, 2, .1, .01], "val_loss": [3, 3, 2, .1], "param_norm": [9, 8, 7, 5]})
+    fig = grokking_figure(metrics, phases=[(100, "wd on")], norm=True)
+    assert len(fig.axes) == 3
+    for ax in fig.axes:
+        dashed = [ln for ln in ax.get_lines() if ln.get_linestyle() == "--"]
+        assert [ln.get_xdata()[0] for ln in dashed] == [100]

@@ -158,7 +158,7 @@ def cmd_plot(args) -> int:
     out = args.output or f"run-{rec.run_id}.png"
     if not str(out).endswith((".png", ".svg", ".pdf")):
         raise ConfigError(f"-o {out!r} must end in .png, .svg or .pdf")
-    plot_run(rec, out)
+    plot_run(rec, out, norm=args.norm)
     print(out)
     return 0
 
@@ -220,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("plot", cmd_plot, "draw the grokking figure of a run")
     sp.add_argument("run", type=int)
     sp.add_argument("-o", "--output", help="output file (.png or .svg; default run-ID.png)")
+    sp.add_argument("--norm", action="store_true", help="add a panel with the parameter norm")
 
     add("presets", cmd_presets, "list presets with a one-line description", store=False)
     add("interventions", cmd_interventions, "list the interventions with their fields and sources", store=False)

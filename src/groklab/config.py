@@ -300,7 +300,7 @@ def _cross_check(cfg: RunCfg) -> None:
     """Checks that need registries or span sections (imported lazily: registries import config)."""
     from .data import TASKS, OPS
     from .models import MODELS
-    from .train.losses import LOSSES
+    from .train.losses import LOSSES, NORMALIZING
 
     task = TASKS.get(cfg.data.task)
     if cfg.data.task == "modular":
@@ -308,10 +308,17 @@ def _cross_check(cfg: RunCfg) -> None:
         if op.needs_prime and not _is_prime(cfg.data.p):
             _fail("data.p", cfg.data.p, f"must be prime for data.op={cfg.data.op!r} (division needs inverses)")
     MODELS.get(cfg.model.name)
-    for path, loss in [("train.loss", cfg.train.loss)] + [
-            (f"train.phases[{i}].loss", ph.loss) for i, ph in enumerate(cfg.train.phases) if ph.loss]:
+    losses = [("train.loss", cfg.train.loss)] + [
+        (f"train.phases[{i}].loss", ph.loss) for i, ph in enumerate(cfg.train.phases) if ph.loss]
+    for path, loss in losses:
         if loss not in LOSSES:
             raise ConfigError(LOSSES.unknown(loss).replace("train.loss", path, 1))
+    if cfg.model.output != "linear":
+        for path, loss in losses:
+            if loss in NORMALIZING:
+                _fail("model.output", cfg.model.output,
+                      f"cannot feed {path}={loss!r}, which normalizes the logits itself; use model.output='linear' "
+                      f"or {path}='mse_linear' (MSE between the head's outputs and one-hot targets)")
     inputs = getattr(task, "inputs", "tokens")
     accepts = getattr(MODELS.get(cfg.model.name), "accepts", ("tokens",))
     if inputs not in accepts:

@@ -15,6 +15,10 @@ from ..registry import Registry
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 LOSSES: Registry[LossFn] = Registry("loss", "train.loss")
 
+# Losses that normalize the logits themselves (softmax / StableMax): an output head in front of
+# them (model.output = sigmoid or softmax) would normalize twice, so config validation rejects it.
+NORMALIZING = frozenset({"ce", "ce64", "mse", "stablemax"})
+
 
 def _ce(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     n, b, c = out.shape
