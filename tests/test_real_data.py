@@ -348,3 +348,36 @@ def test_quality_classes_real_white():
     labels, values = quality_classes(q)
     assert values.tolist() == [3, 4, 5, 6, 7, 8, 9]
     assert set(labels.tolist()) == set(range(7))
+
+
+def test_mnist_task_validates_on_the_official_test_split_when_all_files_exist(monkeypatch):
+    import torch
+
+    import groklab.data.real as real
+    from groklab.config import DataCfg
+    from groklab.data import TASKS
+
+    y = np.arange(70_000) % 10
+    monkeypatch.setattr(real, "load_mnist", lambda *a, **k: (np.zeros((70_000, 3), np.float32), y, "train+test"))
+    task_def = TASKS.get("mnist")()
+    cfg = DataCfg(task="mnist", n_train=1000, split_seed=3)
+    data = task_def.build(cfg)
+    tr, va = task_def.split(cfg, data)
+    assert len(tr) == 1000 and int(tr.max()) < 60_000 and torch.equal(va, torch.arange(60_000, 70_000))
+    assert torch.equal(tr, task_def.split(cfg, data)[0])                      # seeded: the same draw again
+    _, va_small = task_def.split(DataCfg(task="mnist", n_train=1000, n_val=500), data)
+    assert torch.equal(va_small, torch.arange(60_000, 60_500))
+
+
+@needs_data
+def test_mnist_task_with_the_test_split_alone_is_disjoint_and_seeded():
+    from groklab.config import DataCfg
+    from groklab.data import TASKS
+
+    task_def = TASKS.get("mnist")()
+    cfg = DataCfg(task="mnist", n_train=1000, split_seed=1, data_dir=str(DATA))
+    data = task_def.build(cfg)
+    tr, va = task_def.split(cfg, data)
+    assert len(tr) == 1000 and len(va) == 9000 and not set(tr.tolist()) & set(va.tolist())
+    other, _ = task_def.split(DataCfg(task="mnist", n_train=1000, split_seed=2, data_dir=str(DATA)), data)
+    assert set(tr.tolist()) != set(other.tolist())

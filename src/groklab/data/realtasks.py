@@ -11,13 +11,21 @@ from ..config import DataCfg
 from ..registry import ConfigError
 from .tasks import TASKS, TaskData
 
+MNIST_TRAIN, MNIST_TEST = 60_000, 10_000
 
-def _subset(cfg: DataCfg, n_total: int) -> tuple[torch.Tensor, torch.Tensor]:
+
+def _subset(cfg: DataCfg, n_total: int, n_pool: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded training subset of the first `n_pool` examples (default all); validation is the
+    rest of them, or every example past the pool when one is given (an official test split)."""
     from .real import subset_split
 
-    if cfg.n_train >= n_total:
-        raise ConfigError(f"data.n_train={cfg.n_train} must be below the {n_total} examples of data.task={cfg.task!r}")
-    train, val = subset_split(n_total, cfg.n_train, cfg.split_seed)
+    n_pool = n_total if n_pool is None else n_pool
+    if cfg.n_train >= n_pool:
+        raise ConfigError(f"data.n_train={cfg.n_train} must be below the {n_pool} training examples of "
+                          f"data.task={cfg.task!r}")
+    train, val = subset_split(n_pool, cfg.n_train, cfg.split_seed)
+    if n_pool < n_total:
+        val = range(n_pool, n_total)
     train, val = torch.as_tensor(train, dtype=torch.long), torch.as_tensor(val, dtype=torch.long)
     return train, (val[: cfg.n_val] if cfg.n_val else val)
 
@@ -31,7 +39,7 @@ def _load(fn, *args, **kw):
         raise ConfigError(str(e)) from None
 
 
-@TASKS.register("mnist", doc="MNIST digits: a seeded training subset (default 1 000), validation from the rest")
+@TASKS.register("mnist", doc="MNIST digits: a seeded training subset (default 1 000); validation: the test images")
 class MnistTask:
     inputs = "features"
     split_dependent = False
@@ -44,7 +52,11 @@ class MnistTask:
                         inputs="features")
 
     def split(self, cfg: DataCfg, data: TaskData):
-        return _subset(cfg, len(data.y))
+        # With the full files (60 000 + 10 000), train on a subset of the training images and
+        # validate on the official test images, as Omnigrok did; with the test split alone,
+        # validation is every test image not drawn for training.
+        full = len(data.y) == MNIST_TRAIN + MNIST_TEST
+        return _subset(cfg, len(data.y), MNIST_TRAIN if full else None)
 
 
 @TASKS.register("wine", doc="Wine Quality (red, white or both): 11 standardized features, quality as classes or regression")
