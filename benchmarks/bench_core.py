@@ -96,6 +96,15 @@ class RefMLP(nn.Module):
         return self.net(self.embed(x[:, [0, 2]]).flatten(1))
 
 
+def plain_step(model: nn.Module, opt, x_tr, y_tr, batch: int) -> None:
+    """One step of a plain loop: a random minibatch, cross-entropy, backward, optimizer step."""
+    idx = torch.randperm(len(x_tr))[:batch]
+    loss = F.cross_entropy(model(x_tr[idx]), y_tr[idx])
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
 def reference_loop(cfg, model: nn.Module, steps: int) -> float:
     """A plain single-model loop: tensors, random minibatches, AdamW, eval every 100 steps."""
     task = TASKS.get(cfg.data.task)().build(cfg.data)
@@ -105,11 +114,7 @@ def reference_loop(cfg, model: nn.Module, steps: int) -> float:
     x_tr, y_tr = task.x[tr], task.y[tr]
     t0 = time.perf_counter()
     for step in range(steps):
-        idx = torch.randperm(len(tr))[: cfg.train.batch_size]
-        loss = F.cross_entropy(model(x_tr[idx]), y_tr[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        plain_step(model, opt, x_tr, y_tr, cfg.train.batch_size)
         if (step + 1) % 100 == 0:
             with torch.no_grad():
                 model.eval()

@@ -17,12 +17,13 @@ import sys
 import time
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from groklab import load_config, with_overrides
 from groklab.data import TASKS, fraction_split
 from groklab.train import train
+
+from bench_core import plain_step  # the same plain step as the core benchmark's reference loop
 
 WARMUP = 20  # steps of the short run whose time is subtracted
 
@@ -65,11 +66,7 @@ def plain_rate(cfg, steps: int) -> float:
     def run(k: int) -> float:
         t = time.perf_counter()
         for _ in range(k):
-            idx = torch.randperm(len(tr))[: cfg.train.batch_size]
-            loss = F.cross_entropy(model(x_tr[idx]), y_tr[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            plain_step(model, opt, x_tr, y_tr, cfg.train.batch_size)
         return time.perf_counter() - t
 
     run(WARMUP)

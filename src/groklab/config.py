@@ -488,14 +488,19 @@ def _preset_dir():
     return resources.files("groklab") / "presets"
 
 
-def list_presets() -> dict[str, str]:
-    """Preset name → one-line description."""
+def describe_tomls(folder) -> dict[str, str]:
+    """File stem → first line of the `description` of every TOML file in `folder`."""
     out = {}
-    for entry in sorted(_preset_dir().iterdir(), key=lambda e: e.name):
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".toml"):
             data = tomllib.loads(entry.read_text())
             out[entry.name[:-5]] = str(data.get("description", "")).strip().split("\n")[0]
     return out
+
+
+def list_presets() -> dict[str, str]:
+    """Preset name → one-line description."""
+    return describe_tomls(_preset_dir())
 
 
 def read_source(source: str | Path, depth: int = 0) -> dict:

@@ -85,6 +85,16 @@ def _find_file(root: Path, subdirs: Sequence[str], filename: str) -> Path | None
     return None
 
 
+def _located(what: str, filename: str, md5: str, root: Path, subdirs: Sequence[str], verify: bool) -> Path:
+    """The path of a data file found under root/subdirs, checksummed if `verify`; DataError if missing."""
+    path = _find_file(root, subdirs, filename)
+    if path is None:
+        raise _missing_error(what, filename, root, subdirs)
+    if verify:
+        verify_md5(path, md5)
+    return path
+
+
 def _missing_error(what: str, filename: str, root: Path, subdirs: Sequence[str]) -> DataError:
     """A DataError naming the missing file, every place looked in, and how to fix it."""
     places = ", ".join(str(root / s if s else root) for s in subdirs)
@@ -225,12 +235,7 @@ _MNIST_SUBDIRS = ("mnist", "MNIST/raw", "")
 
 def _mnist_part(root: Path, name: str, verify: bool) -> tuple[np.ndarray, Path]:
     """Read (and optionally checksum) one of the four MNIST files; DataError if missing."""
-    filename, md5 = MNIST_FILES[name]
-    path = _find_file(root, _MNIST_SUBDIRS, filename)
-    if path is None:
-        raise _missing_error("MNIST", filename, root, _MNIST_SUBDIRS)
-    if verify:
-        verify_md5(path, md5)
+    path = _located("MNIST", *MNIST_FILES[name], root, _MNIST_SUBDIRS, verify)
     return read_idx(path), path
 
 
@@ -422,13 +427,7 @@ def load_wine(data_dir: str | Path | None = None, colour: str = "red", *,
     colours = ("red", "white") if colour == "both" else (colour,)
     parts = []
     for c in colours:
-        filename, md5 = WINE_FILES[c]
-        path = _find_file(root, _WINE_SUBDIRS, filename)
-        if path is None:
-            raise _missing_error("Wine Quality", filename, root, _WINE_SUBDIRS)
-        if verify:
-            verify_md5(path, md5)
-        parts.append(_read_wine_csv(path))
+        parts.append(_read_wine_csv(_located("Wine Quality", *WINE_FILES[c], root, _WINE_SUBDIRS, verify)))
     names = parts[0][2]
     if any(p[2] != names for p in parts[1:]):
         raise DataError("red and white Wine Quality files have different feature columns")

@@ -29,7 +29,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, RunCfg, from_dict, load_config, read_source, to_dict, with_overrides
+from ..config import (ConfigError, RunCfg, describe_tomls, from_dict, load_config, read_source, to_dict,
+                      with_overrides)
 
 try:  # Python >= 3.11
     import tomllib
@@ -174,12 +175,7 @@ def _sweep_dir():
 
 def list_sweep_presets() -> dict[str, str]:
     """Sweep preset name → one-line description."""
-    out = {}
-    for entry in sorted(_sweep_dir().iterdir(), key=lambda e: e.name):
-        if entry.name.endswith(".toml"):
-            data = tomllib.loads(entry.read_text())
-            out[entry.name[:-5]] = str(data.get("description", "")).strip().split("\n")[0]
-    return out
+    return describe_tomls(_sweep_dir())
 
 
 def _read(source: str) -> tuple[dict, Path | None, bool]:
