@@ -82,16 +82,20 @@ def test_grokfast_ma_math():
 
 
 def test_grokfast_speeds_up_generalization_over_its_own_baseline():
-    """Grokfast paper's baseline: Adam without weight decay. Measured here (p=47, 50 %, seed 0): with
-    the EMA filter val acc is 0.39 at step 6000 and 0.93 at 20000; without it 0.003 and 0.007.
-    Neither reaches 0.99 within this test's budget, so the test asserts the earlier rise."""
+    """Grokfast paper's baseline: Adam without weight decay, p=47, 50 %. Measured here at step 6000
+    (seeds 0-3): with the EMA filter val acc 0.027 / 0.449 / 0.070 / 0.036, without it 0.002 / 0.009 /
+    0.006 / 0.003 (seed 0 with EMA reaches 0.93 by step 20000). Where the rise starts varies with
+    the seed, so the test compares each seed with its own baseline, in one ensemble per setting."""
     base = TINY_GROK + ["data.frac_train=0.5", "optim.name=adam", "optim.weight_decay=0", "train.steps=6000",
                         "train.eval_every=500", "train.eval_log_points=0"]
-    runs = {gf: train(load_config("quickstart", base + [f"optim.grokfast={gf}"]), progress=False)[0]
-            for gf in ("ema", "none")}
-    assert runs["ema"].summary["val_acc"] > 0.2
-    assert runs["none"].summary["val_acc"] < 0.05
-    assert runs["ema"].summary["train_acc"] >= 0.99 and runs["none"].summary["train_acc"] >= 0.99
+    runs = {}
+    for gf in ("ema", "none"):
+        cfg = load_config("quickstart", base + [f"optim.grokfast={gf}"])
+        runs[gf] = train([with_overrides(cfg, {"train.seed": s}) for s in range(4)], progress=False)
+    ema, none = ([r.summary["val_acc"] for r in runs[k]] for k in ("ema", "none"))
+    assert all(e > 2.5 * n for e, n in zip(ema, none)), (ema, none)
+    assert sum(ema) > 5 * sum(none) and max(none) < 0.05, (ema, none)
+    assert all(r.summary["train_acc"] >= 0.99 for k in runs for r in runs[k])
 
 
 def test_stablemax_matches_hand_computation():

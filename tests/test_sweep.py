@@ -9,7 +9,7 @@ from groklab import load_config, with_overrides
 from groklab.config import ConfigError
 from groklab.store import Store
 from groklab.sweep import load_spec, expand, parse_grid, plan_sweep, pack_groups, run_key, run_sweep, runs_table
-from groklab.sweep.plan import Resources, default_pack, pack_signature
+from groklab.sweep.plan import Resources, default_pack, member_bytes, pack_signature
 from groklab.sweep.spec import axis_values
 
 TINY = ["data.p=23", "train.threads=1", "train.steps=60", "train.eval_every=20", "train.batch_size=64",
@@ -104,7 +104,10 @@ def test_run_identity_and_gpu_pack_estimate():
     assert default_pack(a, CPU2) == 1
     big, small = Resources(16, 1, 80 * 2**30), Resources(16, 1, 2 * 2**30)
     assert default_pack(a, big) > default_pack(a, small) >= 1
-    assert default_pack(load_config("power2022-add97"), big) < default_pack(load_config("quickstart"), big)
+    assert member_bytes(load_config("power2022-add97"))[0] > member_bytes(load_config("quickstart"))[0]
+    # 256 nanda2023 members (full batch) fit an 80 GB card; on 8 GB free, far fewer
+    assert default_pack(load_config("nanda2023"), big) == 256 > default_pack(load_config("nanda2023"),
+                                                                            Resources(16, 1, 8 * 2**30)) > 8
 
 
 # ---------------------------------------------------------------- execution, resume, failures
@@ -159,7 +162,9 @@ def test_ctrl_c_stops_workers_and_leaves_runs_resumable(tmp_path):
     import time
 
     root = tmp_path / "runs"
-    sets = [a for s in TINY + ["train.steps=1500", "train.checkpoint_every=50"] for a in ("--set", s)]
+    # CPU workers: this tests the process pool (a GPU machine would run one in-process worker).
+    sets = [a for s in TINY + ["train.steps=1500", "train.checkpoint_every=50", "train.device=cpu"]
+            for a in ("--set", s)]
     cmd = [sys.executable, "-m", "groklab.cli", "sweep", "quickstart", "--grid", "data.frac_train=0.3,0.5,0.7",
            "--name", "cc", "--store", str(root), "--workers", "2", *sets]
     # Like a terminal: Ctrl-C reaches the whole process group (driver and workers).
@@ -184,7 +189,7 @@ def test_ctrl_c_stops_workers_and_leaves_runs_resumable(tmp_path):
         time.sleep(0.1)
     assert not left.strip(), left
     spec = load_spec("quickstart", grid={"data.frac_train": (0.3, 0.5, 0.7)}, name="cc",
-                     overrides=TINY + ["train.steps=1500", "train.checkpoint_every=50"])
+                     overrides=TINY + ["train.steps=1500", "train.checkpoint_every=50", "train.device=cpu"])
     plan = plan_sweep("cc", expand(spec), store, resources=CPU2)  # (resuming itself is tested above)
     assert plan.n_resume == 2 and plan.n_new == 1
     assert all(store.paths.checkpoint(r["group_id"]).exists() for r in rows)
@@ -259,7 +264,7 @@ def test_cli_sweep_end_to_end(tmp_path, capsys):
 
     root = str(tmp_path / "runs")
     grid = ["sweep", "quickstart", "--grid", "data.frac_train=0.3,0.6", "--name", "e2e", "--store", root,
-            *[a for s in TINY for a in ("--set", s)]]
+            *[a for s in TINY + ["train.device=cpu"] for a in ("--set", s)]]  # the CPU planner: 2 workers
     assert main(grid + ["--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "2 runs" in out and "2 to train" in out and "frac_train=0.6" in out

@@ -59,14 +59,22 @@ def run(source: str | Path | dict | RunCfg, overrides: Sequence[str] = (), *, se
     return records if seeds else records[0]
 
 
-def resume(run_id: int, store: Store | str | Path | None = None, progress: bool = False) -> list[RunRecord]:
-    """Continue the group (ensemble or solo run) of `run_id` from its last checkpoint."""
+def resume(run_id: int, store: Store | str | Path | None = None, progress: bool = False,
+           device: str | None = None) -> list[RunRecord]:
+    """Continue the group (ensemble or solo run) of `run_id` from its last checkpoint.
+
+    `device` moves it (a checkpoint written on a GPU continues on the CPU and back); the stored
+    config keeps the device it was created with.
+    """
+    from .config import with_overrides
     from .train import train
 
     st = _store(store)
     row = _get(st, run_id)
     rows = st.group(row["group_id"])
     cfgs = [from_dict(RunCfg, r["config"]) for r in rows]
+    if device is not None:
+        cfgs = [with_overrides(c, {"train.device": device}) for c in cfgs]
     results = train(cfgs, store=st, progress=progress, group=row["group_id"], sweep=row["sweep"])
     return [load_run(r.run_id, st) for r in results]
 

@@ -83,7 +83,7 @@ def cmd_resume(args) -> int:
     from .api import resume
     from .store import Store
 
-    records = resume(args.run, Store(args.store), progress=not args.quiet)
+    records = resume(args.run, Store(args.store), progress=not args.quiet, device=args.device)
     _print_records(records, args.json, len(records) > 1)
     return 0
 
@@ -204,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("resume", cmd_resume, "continue a killed or stopped run from its last checkpoint")
     sp.add_argument("run", type=int)
+    sp.add_argument("--device", help="continue on this device (auto, cpu, cuda, cuda:N) instead of the stored one")
     sp.add_argument("--json", action="store_true")
     sp.add_argument("-q", "--quiet", action="store_true")
 

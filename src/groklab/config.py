@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -244,6 +245,13 @@ class TrainCfg:
     """Torch CPU threads: `auto` = the machine's cores for one run."""
     device: str = "auto"
     """`auto` (cuda if available), `cpu`, `cuda`, `cuda:1`."""
+    precision: Literal["fp32", "tf32", "bf16"] = "fp32"
+    """Matmul arithmetic: fp32 (fidelity), tf32 (TF32 tensor cores on CUDA) or bf16 (autocast);
+    losses keep their own precision (`ce64` and `stablemax` stay float64)."""
+    deterministic: bool = False
+    """torch's deterministic algorithms (CUDA: bitwise-reproducible runs, somewhat slower)."""
+    cuda_graphs: bool = True
+    """On CUDA, replay each phase's training step as one CUDA graph (no effect on the CPU)."""
     phases: tuple[Phase, ...] = ()
     """Phased schedule: late weight decay, wd removal, ungrokking, loss switches."""
 
@@ -258,6 +266,8 @@ class TrainCfg:
         _check_range("train.checkpoint_every", self.checkpoint_every, 1)
         if self.threads != "auto":
             _check_range("train.threads", self.threads, 1)
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            _fail("train.device", self.device, "must be one of 'auto', 'cpu', 'cuda', 'cuda:N'")
         last = -1
         for i, ph in enumerate(self.phases):
             path = f"train.phases[{i}]"

@@ -9,7 +9,7 @@ from torch import nn
 from ..config import ModelCfg
 from ..data.tasks import TaskData
 from ..registry import Registry
-from .layers import OUTPUTS, Gens
+from .layers import OUTPUTS, DropoutStream, Gens, MDropout
 
 
 class MemberModel(nn.Module):
@@ -39,10 +39,19 @@ class MemberModel(nn.Module):
                 if id(p) not in norm_params:
                     p.mul_(init_scale.to(p).view(-1, *[1] * (p.dim() - 1)))
 
+    def bind_dropout(self, seeds: list[int], step: torch.Tensor) -> None:
+        """Give every dropout layer the members' streams, keyed by `step` (a device counter)."""
+        self._dropout = DropoutStream(seeds, step)
+        for m in self.modules():
+            if isinstance(m, MDropout):
+                m.stream = self._dropout
+
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if getattr(self, "_dropout", None) is not None:
+            self._dropout.site = 0
         z = self.logits(x)
         if self.cfg.logit_scale != 1.0:
             z = z * self.cfg.logit_scale

@@ -5,8 +5,10 @@ attention runs over a merged (N·B) batch, so an ensemble of N members costs one
 and N = 1 costs the same as a plain layer. (torch.func.vmap was measured slower than sequential
 runs on CPU and blew up memory through attention; this layout avoids both.)
 
-Initialization draws each member's values from that member's own generator in a fixed module
-order, so member i of an ensemble starts exactly like a solo run with member i's seed.
+Initialization draws each member's values from that member's own (CPU) generator in a fixed
+module order, so member i of an ensemble starts exactly like a solo run with member i's seed, on
+any device (the engine initializes on the CPU, then moves the model). Dropout masks come from
+counter-based hashes of (member, step, site, position) — see `groklab.rng` — for the same reason.
 """
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..rng import DROPOUT, keep_mask, member_keys
 
 Gens = list[torch.Generator]
 
@@ -112,6 +116,55 @@ class MLayerNorm(nn.Module):
         n, d = self.weight.shape
         view = (n,) + (1,) * (x.dim() - 2) + (d,)
         return torch.addcmul(self.bias.view(view), F.layer_norm(x, (d,)), self.weight.view(view))
+
+
+class DropoutStream:
+    """Shared by a model's dropout layers: member keys, the step counter and the call site.
+
+    The engine binds one per run (`MemberModel.bind_dropout`); the model resets `site` at each
+    forward, so the k-th dropout call of a step draws the k-th stream of every member.
+    """
+
+    def __init__(self, seeds: list[int], step: torch.Tensor):
+        self.keys = member_keys(seeds, DROPOUT, step.device)
+        self.step = step          # 0-dim int64 on the run's device, advanced by the engine
+        self.site = 0
+
+
+class MDropout(nn.Module):
+    """Dropout whose mask of member i depends only on (seed_i, step, site, example, feature).
+
+    Positions are numbered batch-major whatever the activation layout (`batch_dim` says where the
+    batch sits), so a member's mask does not depend on how many members or padded rows share the
+    batch: member i of an ensemble drops exactly what its solo run drops.
+    """
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+        self.stream: DropoutStream | None = None
+        self._positions: dict[tuple, torch.Tensor] = {}
+
+    def _position_table(self, x: torch.Tensor, batch_dim: int) -> torch.Tensor:
+        key = (tuple(x.shape[1:]), batch_dim, x.device)
+        pos = self._positions.get(key)
+        if pos is None:
+            shape = list(x.shape[1:])
+            b = shape.pop(batch_dim - 1)
+            pos = torch.arange(x[0].numel(), dtype=torch.int32, device=x.device).view(b, *shape)
+            pos = pos.movedim(0, batch_dim - 1)
+            self._positions[key] = pos
+        return pos
+
+    def forward(self, x: torch.Tensor, batch_dim: int = 1) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        if self.stream is None:  # a model used outside the engine: plain dropout
+            return F.dropout(x, self.p, True)
+        s = self.stream
+        s.site += 1
+        mask = keep_mask(s.keys, s.step, s.site, self._position_table(x, batch_dim), self.p)
+        return x * mask.to(x.dtype) * (1.0 / (1.0 - self.p))
 
 
 ACTIVATIONS = {

@@ -7,7 +7,7 @@ from torch import nn
 from ..config import ModelCfg
 from ..data.tasks import TaskData
 from .base import MODELS, MemberModel
-from .layers import ACTIVATIONS, HookPoint, MEmbedding, MLinear
+from .layers import ACTIVATIONS, HookPoint, MDropout, MEmbedding, MLinear
 
 
 @MODELS.register("mlp", doc="MLP on concatenated operand embeddings or on features")
@@ -28,7 +28,7 @@ class MLP(MemberModel):
         self.hidden = nn.ModuleList(MLinear(n, a, b) for a, b in zip(widths[:-1], widths[1:]))
         self.out = MLinear(n, widths[-1], task.n_out)
         self.act = ACTIVATIONS[cfg.activation]
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = MDropout(cfg.dropout)
         self.hook_embed = HookPoint()
         self.hook_hidden = HookPoint()
 

@@ -24,7 +24,7 @@ from ..config import ModelCfg
 from ..data.tasks import TaskData
 from ..registry import ConfigError
 from .base import MODELS, MemberModel
-from .layers import Gens, HookPoint, MEmbedding, MLayerNorm, MLinear, _fill_uniform
+from .layers import Gens, HookPoint, MDropout, MEmbedding, MLayerNorm, MLinear, _fill_uniform
 
 RNN_ACTIVATIONS = ("tanh", "relu")
 
@@ -158,7 +158,7 @@ class _Recurrent(MemberModel):
         self.layers = nn.ModuleList(self.make_layer(cfg, n, a, h) for a in widths[:-1])
         self.norms = nn.ModuleList(MLayerNorm(n, h) if cfg.layer_norm else nn.Identity()
                                    for _ in range(cfg.n_layers))
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = MDropout(cfg.dropout)
         self.head = MLinear(n, h, task.n_out)
         self.hook_embed = HookPoint()
         self.hook_hidden = HookPoint()
@@ -177,7 +177,7 @@ class _Recurrent(MemberModel):
         for i, (layer, norm) in enumerate(zip(self.layers, self.norms)):
             out = norm(layer(x, last_only=i == last))                         # (N, T, B, h); last: (N, B, h)
             if i < last:
-                x = self.drop(out)
+                x = self.drop(out, batch_dim=2)  # time-major (N, T, B, h)
         return self.head(self.hook_hidden(out))                               # (N, B, n_out)
 
 

@@ -6,11 +6,16 @@
 
 Members may differ in the fields of `config.MEMBER_FIELDS` (seed, split, fraction, lr, weight
 decay, noise scales, init scale, Grokfast λ); everything else must match. Each member draws its
-initialization, batches and noise from its own generators, so a member reproduces the solo run of
-its config.
+initialization and noise from its own generators and its batches and dropout masks from its own
+counter-based streams (`groklab.rng`), so a member reproduces the solo run of its config — on the
+CPU exactly, on CUDA within float rounding (see docs/gpu.md).
+
+`train` reads top to bottom; `_Run` holds the state the loop touches (data, model, optimizer,
+members' bookkeeping, store rows) and names each piece of work.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import subprocess
@@ -18,20 +23,22 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import pandas as pd
 import torch
 
 from .. import __version__
-from ..config import MEMBER_FIELDS, ConfigError, RunCfg, config_json, get_field, to_dict
+from ..config import MEMBER_FIELDS, ConfigError, RunCfg, TrainCfg, config_json, get_field, to_dict
 from ..data import TASKS, TaskData, noisy_labels, subset
 from ..models import MemberModel, build_model
 from ..store import Store
 from .checkpoint import load_checkpoint, save_checkpoint
 from .losses import LOSSES, correct
 from .optim import FlatParams, MemberHParams, MemberOptimizer
+from .sampler import Sampler
 from .schedule import eval_steps, lr_factor, phase_at
+from .step import StepInputs, TrainStep, autocast
 
 THRESHOLD = 0.99
 EVAL_CHUNK = 16384  # member-examples per evaluation forward pass (bounds memory)
@@ -92,6 +99,8 @@ def _col(values: list[float], device: torch.device) -> torch.Tensor:
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={name!r} but no CUDA device is available (use 'auto' or 'cpu')")
     return torch.device(name)
 
 
@@ -100,6 +109,23 @@ def set_threads(cfg: RunCfg) -> None:
     n = (os.cpu_count() or 1) if threads == "auto" else threads
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
+
+
+@contextlib.contextmanager
+def numerics(cfg: TrainCfg) -> Iterator[None]:
+    """The run's arithmetic: TF32 matmuls on or off, deterministic algorithms; restored after."""
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+             torch.are_deterministic_algorithms_enabled())
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.precision == "tf32"
+    if cfg.deterministic:
+        # cuBLAS needs a fixed workspace to be deterministic; it reads this when its handle is made.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[:2]
+        torch.use_deterministic_algorithms(saved[2])
 
 
 def environment() -> dict[str, str | None]:
@@ -111,48 +137,14 @@ def environment() -> dict[str, str | None]:
     return {"groklab_version": __version__, "torch_version": torch.__version__, "git_sha": sha}
 
 
-class Sampler:
-    """Per-member minibatches as index draws: (N, B) indices and (N, B) weights.
-
-    Member i draws without replacement from its own training set with its own generator. A
-    member whose set is smaller than the batch (full batch, or a shrunk ungrokking subset) takes
-    all its examples and pads with zero-weight rows.
-    """
-
-    def __init__(self, train_sets: list[torch.Tensor], batch_size: int | str, gens: list[torch.Generator],
-                 device: torch.device):
-        self.sets, self.gens, self.device = train_sets, gens, device
-        sizes = [len(s) for s in train_sets]
-        self.full = batch_size == "full" or all(int(batch_size) >= m for m in sizes)
-        self.b = max(sizes) if self.full else int(batch_size)
-        if self.full:
-            self._fixed = self._pad([s for s in train_sets])
-
-    def _pad(self, rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = torch.zeros(len(rows), self.b, dtype=torch.long)
-        w = torch.zeros(len(rows), self.b)
-        for i, r in enumerate(rows):
-            idx[i, :len(r)] = r
-            w[i, :len(r)] = 1.0
-        return idx.to(self.device), w.to(self.device)
-
-    def draw(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.full:
-            return self._fixed
-        rows = [s[torch.randperm(len(s), generator=g)[: self.b]] for s, g in zip(self.sets, self.gens)]
-        if all(len(r) == self.b for r in rows):
-            return torch.stack(rows).to(self.device), None
-        return self._pad(rows)
-
-
 def _member_gens(cfgs: Sequence[RunCfg], offset: int) -> list[torch.Generator]:
-    # Distinct, reproducible streams per purpose (init / data / noise) derived from each seed.
+    # Distinct, reproducible CPU streams per purpose (init / noise) derived from each seed.
     return [torch.Generator().manual_seed(c.train.seed * 1_000_003 + offset) for c in cfgs]
 
 
 @torch.no_grad()
 def evaluate(model: MemberModel, task: TaskData, labels: torch.Tensor, masks: dict[str, torch.Tensor],
-             loss_fn) -> dict[str, torch.Tensor]:
+             loss_fn, precision: str = "fp32") -> dict[str, torch.Tensor]:
     """Loss and accuracy of every member on every example, reduced over each mask -> (N,)."""
     was_training = model.training
     model.eval()
@@ -161,7 +153,8 @@ def evaluate(model: MemberModel, task: TaskData, labels: torch.Tensor, masks: di
     chunk = max(256, EVAL_CHUNK // n)  # bound activation memory for large ensembles
     for a in range(0, m, chunk):
         x = task.x[a:a + chunk]
-        out = model(x.unsqueeze(0).expand(n, *x.shape))
+        with autocast(labels.device, precision):
+            out = model(x.unsqueeze(0).expand(n, *x.shape)).float()
         y = labels[:, a:a + chunk]
         loss, ok = loss_fn(out, y), correct(out, y)
         for k, mask in masks.items():
@@ -198,6 +191,22 @@ class _Members:
             out.hold[i], out.early[i] = d["hold"], d["early"]
         return out
 
+    def record(self, i: int, rec: dict, step: int, cfg: TrainCfg) -> bool:
+        """Update member i from its evaluation; False once it stops training (diverged, early stop)."""
+        if not (math.isfinite(rec["train_loss"]) and math.isfinite(rec["param_norm"])):
+            self.status[i] = "diverged"
+            return False
+        if self.t_train99[i] is None and rec["train_acc"] >= THRESHOLD:
+            self.t_train99[i] = step
+        if self.t_val99[i] is None and rec["val_acc"] >= THRESHOLD:
+            self.t_val99[i] = step
+        if cfg.early_stop:
+            self.hold[i] = self.hold[i] + 1 if rec["val_acc"] >= cfg.early_stop_acc else 0
+            if self.hold[i] >= cfg.early_stop_patience:
+                self.status[i], self.early[i] = "finished", True
+                return False
+        return True
+
 
 def train(cfgs: RunCfg | Sequence[RunCfg], *, store: Store | None = None, hooks: Sequence[Hook] = (),
           progress: bool = True, sweep: str | None = None, group: str | None = None) -> list[RunResult]:
@@ -215,209 +224,202 @@ def train(cfgs: RunCfg | Sequence[RunCfg], *, store: Store | None = None, hooks:
     """
     cfgs = [cfgs] if isinstance(cfgs, RunCfg) else list(cfgs)
     check_ensemble(cfgs)
-    c0, n = cfgs[0], len(cfgs)
-    set_threads(c0)
-    device = resolve_device(c0.train.device)
-    torch.manual_seed(c0.train.seed)  # global stream: dropout masks only
+    tc = cfgs[0].train
+    with numerics(tc):
+        run = _Run(cfgs, store, sweep, group)
+        evals, step, done = set(eval_steps(tc)), run.start, False
+        bar = _progress(progress, tc.steps, step)
+        try:
+            run.sync_phase(step)
+            if step == 0:
+                done = run.evaluate(0, hooks, bar)
+            while step < tc.steps and not done:
+                run.sync_phase(step)        # 1) phase: lr, weight decay, loss, training subset
+                run.train_step()            # 2) lr, batch, forward/backward, update (a CUDA graph on GPU)
+                step += 1
+                if step in evals:           # 3) evaluate every example, thresholds, stops, log
+                    done = run.evaluate(step, hooks, bar)
+                if step % tc.checkpoint_every == 0 and step < tc.steps and not done:
+                    run.checkpoint(step)    # 4) resumable state (finish writes the last one)
+        except KeyboardInterrupt:
+            run.stopped(step)  # the last checkpoint stays consistent; `groklab resume` continues from it
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+        return run.finish(step)
 
-    # 1) data: the whole table on the device; per-member splits and labels
-    task_def = TASKS.get(c0.data.task)()
-    if getattr(task_def, "split_dependent", False) and len({(c.data.split_seed, c.data.n_train) for c in cfgs}) > 1:
-        raise ConfigError(f"data.task={c0.data.task!r} preprocesses with training-set statistics: ensemble members "
-                          "must share data.split_seed and data.n_train")
-    task = task_def.build(c0.data).to(device)
-    splits = [task_def.split(c.data, task) for c in cfgs]
-    labels = torch.stack([noisy_labels(task.y, tr.to(device), c.data.label_noise, task.n_out, c.data.split_seed)
-                          for c, (tr, _) in zip(cfgs, splits)])
-    m_all = len(task.y)
 
-    def mask_of(idx_sets: list[torch.Tensor]) -> torch.Tensor:
-        mask = torch.zeros(n, m_all, device=device)
+class _Run:
+    """A group's training state: data, model, optimizer, step program, members and store rows."""
+
+    def __init__(self, cfgs: list[RunCfg], store: Store | None, sweep: str | None, group: str | None):
+        c0, n = cfgs[0], len(cfgs)
+        self.cfgs, self.c0, self.n, self.store, self.group = cfgs, c0, n, store, group
+        set_threads(c0)
+        self.device = device = resolve_device(c0.train.device)
+
+        # data: the whole table on the device; per-member splits and labels (drawn on the CPU)
+        task_def = TASKS.get(c0.data.task)()
+        if getattr(task_def, "split_dependent", False) and len({(c.data.split_seed, c.data.n_train) for c in cfgs}) > 1:
+            raise ConfigError(f"data.task={c0.data.task!r} preprocesses with training-set statistics: ensemble "
+                              "members must share data.split_seed and data.n_train")
+        task_cpu = task_def.build(c0.data)
+        splits = [task_def.split(c.data, task_cpu) for c in cfgs]
+        self.labels = torch.stack([noisy_labels(task_cpu.y, tr, c.data.label_noise, task_cpu.n_out, c.data.split_seed)
+                                   for c, (tr, _) in zip(cfgs, splits)]).to(device)
+        self.task = task_cpu.to(device)
+        self.train_sets = [tr for tr, _ in splits]
+        self.val_mask = self._mask([va for _, va in splits])
+
+        # model: built and initialized on the CPU (the same weights on any device), then moved
+        model = build_model(c0.model, task_cpu, n)
+        model.reset_parameters(_member_gens(cfgs, 0), torch.tensor([c.model.init_scale for c in cfgs]))
+        self.model = model.to(device).train()
+        self.step_t = torch.zeros((), dtype=torch.int64, device=device)  # the device's step counter
+        self.model.bind_dropout([c.train.seed for c in cfgs], self.step_t)
+        self.flat = FlatParams(self.model, n)
+        self.noise_gens = _member_gens(cfgs, 2)
+        noisy = any(c.optim.update_noise > 0 for c in cfgs)
+        self.opt = MemberOptimizer(self.flat, c0.optim, self.noise_gens, update_noise=noisy)
+        col = lambda key: _col([get_field(c, key) for c in cfgs], device)  # noqa: E731
+        self.hp = MemberHParams(lr=col("optim.lr"), weight_decay=col("optim.weight_decay"),
+                                update_noise=col("optim.update_noise"), weight_noise=col("optim.weight_noise"),
+                                grokfast_lamb=col("optim.grokfast_lamb"), grokfast_alpha=col("optim.grokfast_alpha"),
+                                active=torch.ones(n, 1, device=device))
+        self.base_lr = self.hp.lr.clone()  # the phase's lr; the schedule multiplies it per step
+        lr_table = torch.tensor([lr_factor(c0.optim, s, c0.train.steps) for s in range(c0.train.steps)],
+                                dtype=torch.float32, device=device)
+        weight_noise = any(c.optim.weight_noise > 0 for c in cfgs)
+        # Host randomness (noise) and host counters (Grokfast-MA) cannot live in a graph.
+        graphs = (device.type == "cuda" and c0.train.cuda_graphs and not (weight_noise or noisy)
+                  and c0.optim.grokfast != "ma")
+        self.train_step = TrainStep(self.model, self.flat, self.opt, self.hp, self.task, self.labels, self.step_t,
+                                    lr_table, self.base_lr, weight_noise, c0.train.precision, graphs)
+
+        # store rows, or the checkpoint of a stored group
+        self.members, self.start, self.wall_before = _Members(n), 0, 0.0
+        self.history: list[list[dict]] = [[] for _ in range(n)]
+        self.run_ids: list[int | None] = [None] * n
+        self.counts = self.model.param_counts()
+        if store is not None:
+            self._open_rows(sweep)
+        self.step_t.fill_(self.start)
+        self.phase: int | None = None
+        self.sets: list[torch.Tensor] | None = None
+        self.t0 = time.perf_counter()
+        self.state = TrainState(self.start, self.model, cfgs)
+
+    def _mask(self, idx_sets: list[torch.Tensor]) -> torch.Tensor:
+        mask = torch.zeros(self.n, len(self.task.y))
         for i, s in enumerate(idx_sets):
-            mask[i, s.to(device)] = 1.0
-        return mask
+            mask[i, s] = 1.0
+        return mask.to(self.device)
 
-    val_mask = mask_of([va for _, va in splits])
+    def _open_rows(self, sweep: str | None) -> None:
+        store, cfgs = self.store, self.cfgs
+        if self.group is None:
+            self.group = uuid.uuid4().hex[:12]
+            self.run_ids = store.create_runs([config_json(c) for c in cfgs], [c.name for c in cfgs], self.group,
+                                             environment(), sweep)
+            return
+        self.run_ids = [r["id"] for r in store.group(self.group)]
+        ckpt = store.paths.checkpoint(self.group)
+        if ckpt.exists():
+            meta = load_checkpoint(ckpt, self.flat, self.opt, self.noise_gens)
+            self.start, self.wall_before = meta["step"], meta["wall"]
+            self.members = _Members.from_json(meta["members"])
+            self.hp.active.copy_(_col([1.0 if s == "running" else 0.0 for s in self.members.status], self.device))
+        store.truncate_metrics(self.run_ids, self.start if ckpt.exists() else -1)
+        store.update_runs({r: ("running", {}) for r, s in zip(self.run_ids, self.members.status) if s == "running"})
+        for i, r in enumerate(self.run_ids):
+            old = store.metrics(r)
+            self.history[i] = old.to_dict("records") if len(old) else []
 
-    # 2) model, flat parameters, optimizer
-    model = build_model(c0.model, task, n).to(device)
-    model.reset_parameters(_member_gens(cfgs, 0), torch.tensor([c.model.init_scale for c in cfgs]))
-    flat = FlatParams(model, n)
-    data_gens, noise_gens = _member_gens(cfgs, 1), _member_gens(cfgs, 2)
-    opt = MemberOptimizer(flat, c0.optim, noise_gens)
-    base = dict(lr=[c.optim.lr for c in cfgs], wd=[c.optim.weight_decay for c in cfgs])
-    hp = MemberHParams(
-        lr=_col(base["lr"], device), weight_decay=_col(base["wd"], device),
-        update_noise=_col([c.optim.update_noise for c in cfgs], device),
-        weight_noise=_col([c.optim.weight_noise for c in cfgs], device),
-        grokfast_lamb=_col([c.optim.grokfast_lamb for c in cfgs], device),
-        grokfast_alpha=_col([c.optim.grokfast_alpha for c in cfgs], device),
-        active=torch.ones(n, 1, device=device))
-    weight_noise = any(c.optim.weight_noise > 0 for c in cfgs)
-
-    # 3) store rows (or the checkpoint of a stored group)
-    members, start, wall_before = _Members(n), 0, 0.0
-    history: list[list[dict]] = [[] for _ in range(n)]
-    run_ids: list[int | None] = [None] * n
-    counts = model.param_counts()
-    if store is not None:
-        if group is None:
-            group = uuid.uuid4().hex[:12]
-            run_ids = store.create_runs([config_json(c) for c in cfgs], [c.name for c in cfgs], group,
-                                        environment(), sweep)
-        else:
-            run_ids = [r["id"] for r in store.group(group)]
-            ckpt = store.paths.checkpoint(group)
-            if ckpt.exists():
-                meta = load_checkpoint(ckpt, flat, opt, data_gens, noise_gens)
-                start, wall_before = meta["step"], meta["wall"]
-                members = _Members.from_json(meta["members"])
-                hp.active.copy_(_col([1.0 if s == "running" else 0.0 for s in members.status], device))
-            store.truncate_metrics(run_ids, start if ckpt.exists() else -1)
-            store.update_runs({r: ("running", {}) for r, s in zip(run_ids, members.status) if s == "running"})
-            for i, r in enumerate(run_ids):
-                old = store.metrics(r)
-                history[i] = old.to_dict("records") if len(old) else []
-
-    # 4) phases: recomputed from the base values, so a resumed run lands in the same state
-    train_sets = [tr for tr, _ in splits]
-    state = {"phase": None, "loss": LOSSES.get(c0.train.loss), "train_mask": mask_of(train_sets),
-             "sampler": Sampler(train_sets, c0.train.batch_size, data_gens, device)}
-
-    def enter_phase(k: int) -> None:
-        lr, wd, kind, loss, sets = list(base["lr"]), list(base["wd"]), c0.optim.decay_kind, c0.train.loss, train_sets
+    def sync_phase(self, step: int) -> None:
+        """Enter the phase in force at `step` if it changed. Recomputed from the base config, so a
+        resumed run lands in the same state as an uninterrupted one."""
+        k = phase_at(self.c0.train.phases, step)
+        if k == self.phase:
+            return
+        cfgs, n, c0 = self.cfgs, self.n, self.c0
+        lr, wd = [c.optim.lr for c in cfgs], [c.optim.weight_decay for c in cfgs]
+        kind, loss, sets = c0.optim.decay_kind, c0.train.loss, self.train_sets
         for j, ph in enumerate(c0.train.phases[:k + 1]):
             lr = [ph.lr] * n if ph.lr is not None else lr
             wd = [ph.weight_decay] * n if ph.weight_decay is not None else wd
             kind, loss = ph.wd_kind or kind, ph.loss or loss
             if ph.train_frac is not None:  # a subset of the *original* training set
-                sets = [subset(tr, ph.train_frac, c.data.split_seed + 1 + j) for tr, c in zip(train_sets, cfgs)]
-        hp.weight_decay.copy_(_col(wd, device))
-        base_lr[:] = lr
-        opt.decay_kind = kind
-        if sets is not state.get("sets"):
-            state["sets"] = sets
-            state["train_mask"] = mask_of(sets)
-            state["sampler"] = Sampler(sets, c0.train.batch_size, data_gens, device)
-        state.update(phase=k, loss=LOSSES.get(loss))
+                sets = [subset(tr, ph.train_frac, c.data.split_seed + 1 + j) for tr, c in zip(self.train_sets, cfgs)]
+        self.hp.weight_decay.copy_(_col(wd, self.device))
+        self.base_lr.copy_(_col(lr, self.device))
+        self.opt.decay_kind = kind
+        if sets is not self.sets:
+            self.sets, self.train_mask = sets, self._mask(sets)
+            self.sampler = Sampler(sets, c0.train.batch_size, [c.train.seed for c in cfgs], self.device)
+        self.phase, self.loss = k, LOSSES.get(loss)
+        self.train_step.set_inputs(StepInputs(self.sampler, self.loss))
 
-    base_lr = list(base["lr"])
-    state["sets"] = train_sets
-    steps = c0.train.steps
-    evals = set(eval_steps(c0.train))
-    t0 = time.perf_counter()
-    bar = _progress(progress, steps, start)
-    tstate = TrainState(start, model, cfgs)
-
-    def do_eval(step: int) -> bool:
-        """5) evaluate, record thresholds and stops, log; True once every member has stopped."""
-        k = phase_at(c0.train.phases, step)
-        if k != state["phase"]:  # a boundary's evaluation already reports the new phase
-            enter_phase(k)
-        res = evaluate(model, task, labels, {"train": state["train_mask"], "val": val_mask}, state["loss"])
-        norms = flat.data.norm(dim=1)
-        wall = wall_before + time.perf_counter() - t0
-        cols = {k: v.tolist() for k, v in res.items()}
-        norms_l, lrs, wds = norms.tolist(), hp.lr.view(-1).tolist(), hp.weight_decay.view(-1).tolist()
-        sizes = state["train_mask"].sum(1).tolist()
-        layer_norms = ({f"norm.{name}": flat.data[:, sl].norm(dim=1).tolist() for name, sl in zip(flat.names, flat.slices)}
-                       if c0.train.log_layer_norms else {})
-        rows = []
-        tstate.step, tstate.last = step, []
-        for i in range(n):
+    def evaluate(self, step: int, hooks: Sequence[Hook], bar) -> bool:
+        """Evaluate, record thresholds and stops, log; True once every member has stopped."""
+        self.sync_phase(step)  # a boundary's evaluation already reports the new phase
+        flat, hp, members = self.flat, self.hp, self.members
+        res = evaluate(self.model, self.task, self.labels, {"train": self.train_mask, "val": self.val_mask},
+                       self.loss, self.c0.train.precision)
+        wall = self.wall_before + time.perf_counter() - self.t0
+        cols = {**{k: v.tolist() for k, v in res.items()}, "param_norm": flat.data.norm(dim=1).tolist(),
+                "lr": hp.lr.view(-1).tolist(), "weight_decay": hp.weight_decay.view(-1).tolist(),
+                "train_size": self.train_mask.sum(1).tolist()}
+        layer_norms = ({f"norm.{name}": flat.data[:, sl].norm(dim=1).tolist() for name, sl in
+                        zip(flat.names, flat.slices)} if self.c0.train.log_layer_norms else {})
+        rows, self.state.step, self.state.last = [], step, []
+        for i in range(self.n):
             if members.status[i] != "running":
-                tstate.last.append({})
+                self.state.last.append({})
                 continue
-            rec = {"step": step, **{k: cols[k][i] for k in cols}, "param_norm": norms_l[i], "lr": lrs[i],
-                   "weight_decay": wds[i], "train_size": sizes[i], "wall_time": wall,
-                   "phase": state["phase"] + 1,  # 0 = the base config, k = the k-th phase
+            rec = {"step": step, **{k: v[i] for k, v in cols.items()}, "wall_time": wall,
+                   "phase": self.phase + 1,  # 0 = the base config, k = the k-th phase
                    **{k: v[i] for k, v in layer_norms.items()}}
-            if not (math.isfinite(rec["train_loss"]) and math.isfinite(rec["param_norm"])):
-                members.status[i] = "diverged"
+            if not members.record(i, rec, step, self.c0.train):
                 hp.active[i] = 0.0
-            else:
-                if members.t_train99[i] is None and rec["train_acc"] >= THRESHOLD:
-                    members.t_train99[i] = step
-                if members.t_val99[i] is None and rec["val_acc"] >= THRESHOLD:
-                    members.t_val99[i] = step
-                if c0.train.early_stop:
-                    members.hold[i] = members.hold[i] + 1 if rec["val_acc"] >= c0.train.early_stop_acc else 0
-                    if members.hold[i] >= c0.train.early_stop_patience:
-                        members.status[i], members.early[i] = "finished", True
-                        hp.active[i] = 0.0
-            history[i].append(rec)
-            tstate.last.append(rec)
-            if run_ids[i] is not None:
-                rows += [(run_ids[i], step, k, float(v)) for k, v in rec.items() if k != "step"]
-        if store is not None and rows:
-            store.log_metrics(rows)
+            self.history[i].append(rec)
+            self.state.last.append(rec)
+            if self.run_ids[i] is not None:
+                rows += [(self.run_ids[i], step, k, float(v)) for k, v in rec.items() if k != "step"]
+        if self.store is not None and rows:
+            self.store.log_metrics(rows)
         for hook in hooks:
-            hook(step, tstate)
-        _update_bar(bar, step, tstate.last, steps, start, t0)
+            hook(step, self.state)
+        _update_bar(bar, step, self.state.last, self.start, self.t0)
         return all(s != "running" for s in members.status)
 
-    def checkpoint(step: int) -> None:
-        if store is not None:
-            save_checkpoint(store.paths.checkpoint(group), flat, opt, data_gens, noise_gens,
-                            {"step": step, "wall": wall_before + time.perf_counter() - t0,
-                             "members": members.to_json()})
+    def checkpoint(self, step: int) -> None:
+        if self.store is not None:
+            save_checkpoint(self.store.paths.checkpoint(self.group), self.flat, self.opt, self.noise_gens,
+                            {"step": step, "wall": self.wall_before + time.perf_counter() - self.t0,
+                             "members": self.members.to_json()})
 
-    step, done = start, False
-    try:
-        enter_phase(phase_at(c0.train.phases, step))
-        if step == 0:
-            done = do_eval(0)
-        model.train()
-        while step < steps and not done:
-            # 1) phase and learning rate for this step
-            k = phase_at(c0.train.phases, step)
-            if k != state["phase"]:
-                enter_phase(k)
-            hp.lr.copy_(_col([lr * lr_factor(c0.optim, step, steps) for lr in base_lr], device))
-            # 2) batch: (N, B) index draws from each member's training set
-            idx, w = state["sampler"].draw()
-            x, y = task.x[idx], labels.gather(1, idx)
-            # 3) forward/backward (at noisy weights if weight noise is on)
-            if weight_noise:
-                noise = opt.noise(hp.weight_noise * hp.active)
-                flat.data.add_(noise)
-            out = model(x)
-            per_ex = state["loss"](out, y)
-            loss = per_ex.mean(1) if w is None else (per_ex * w).sum(1) / w.sum(1)
-            # A diverged member's NaN must not reach the others (their gradients are separate).
-            torch.where(hp.active.view(-1) > 0, loss, torch.zeros_like(loss)).sum().backward()
-            if weight_noise:
-                flat.data.sub_(noise)
-            # 4) update
-            opt.step(hp)
-            flat.zero_grad()
-            step += 1
-            if step in evals:
-                done = do_eval(step)
-            if step % c0.train.checkpoint_every == 0 or step == steps or done:
-                checkpoint(step)
-    except KeyboardInterrupt:
-        # The last checkpoint stays consistent; `groklab resume` continues from it.
-        if store is not None:
-            store.update_runs({r: ("stopped", _summary(members, i, history[i], step, start, t0, wall_before, counts))
-                               for i, r in enumerate(run_ids) if members.status[i] == "running"})
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
+    def _summary(self, i: int, step: int) -> dict:
+        return _summary(self.members, i, self.history[i], step, self.start, self.t0, self.wall_before, self.counts)
 
-    results = []
-    final = {}
-    for i, cfg in enumerate(cfgs):
-        if members.status[i] == "running":
-            members.status[i] = "finished"
-        summary = _summary(members, i, history[i], step, start, t0, wall_before, counts)
-        final[run_ids[i]] = (members.status[i], summary)
-        results.append(RunResult(run_ids[i], cfg, members.status[i], summary, pd.DataFrame(history[i])))
-    if store is not None:
-        checkpoint(step)
-        store.update_runs(final)
-    return results
+    def stopped(self, step: int) -> None:
+        if self.store is not None:
+            self.store.update_runs({r: ("stopped", self._summary(i, step)) for i, r in enumerate(self.run_ids)
+                                    if self.members.status[i] == "running"})
+
+    def finish(self, step: int) -> list[RunResult]:
+        results, final = [], {}
+        for i, cfg in enumerate(self.cfgs):
+            if self.members.status[i] == "running":
+                self.members.status[i] = "finished"
+            summary = self._summary(i, step)
+            final[self.run_ids[i]] = (self.members.status[i], summary)
+            results.append(RunResult(self.run_ids[i], cfg, self.members.status[i], summary,
+                                     pd.DataFrame(self.history[i])))
+        if self.store is not None:
+            self.checkpoint(step)
+            self.store.update_runs(final)
+        return results
 
 
 def _summary(members: _Members, i: int, hist: list[dict], step: int, start: int, t0: float,
@@ -441,10 +443,13 @@ def _progress(enabled: bool, total: int, start: int):
     if not enabled:
         return None
     from tqdm.auto import tqdm
-    return tqdm(total=total, initial=start, file=sys.stderr, unit="step", dynamic_ncols=True, leave=True)
+    # One rate, labelled: groklab's average since (re)start, not tqdm's instantaneous one.
+    fmt = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]"
+    return tqdm(total=total, initial=start, file=sys.stderr, unit="step", dynamic_ncols=True, leave=True,
+                bar_format=fmt)
 
 
-def _update_bar(bar, step: int, last: list[dict], total: int, start: int, t0: float) -> None:
+def _update_bar(bar, step: int, last: list[dict], start: int, t0: float) -> None:
     if bar is None:
         return
     bar.update(step - bar.n)
@@ -452,4 +457,5 @@ def _update_bar(bar, step: int, last: list[dict], total: int, start: int, t0: fl
     if live:
         mean = lambda k: sum(r[k] for r in live) / len(live)  # noqa: E731
         rate = (step - start) / max(1e-9, time.perf_counter() - t0)
-        bar.set_postfix_str(f"train {mean('train_acc'):.3f} val {mean('val_acc'):.3f} {rate:.1f} step/s", refresh=False)
+        bar.set_postfix_str(f"train {mean('train_acc'):.3f} val {mean('val_acc'):.3f}, avg {rate:.1f} steps/s",
+                            refresh=False)

@@ -15,7 +15,6 @@ The order of operations on a step, between backward and the next forward:
 """
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
 
@@ -80,7 +79,7 @@ class MemberHParams:
 class MemberOptimizer:
     """Adam / AdamW / SGD with the interventions above, vectorized over members."""
 
-    def __init__(self, flat: FlatParams, cfg: OptimCfg, noise_gens: list[torch.Generator]):
+    def __init__(self, flat: FlatParams, cfg: OptimCfg, noise_gens: list[torch.Generator], update_noise: bool = False):
         self.flat, self.cfg = flat, cfg
         self.step_count = 0
         data = flat.data
@@ -92,11 +91,16 @@ class MemberOptimizer:
                           if cfg.grokfast == "ma" else None)
         self.noise_gens = noise_gens
         self.decay_kind = cfg.decay_kind
+        self.update_noise = update_noise
+        # Steps taken, on the device: bias corrections read it there, so a step needs no host
+        # value and can be captured in a CUDA graph (float64: exact for any realistic count).
+        self.t = torch.zeros((), dtype=torch.float64, device=data.device)
 
     # 1-7 as in the module docstring
     def step(self, hp: MemberHParams) -> None:
         cfg, w, g = self.cfg, self.flat.data, self.flat.grad
-        self.step_count += 1
+        self.step_count += 1  # host copy for Grokfast-MA's ring (never captured in a graph)
+        self.t += 1
         t = self.step_count
         if self.decay_kind == "l2":
             g.addcmul_(hp.weight_decay, w)
@@ -121,26 +125,27 @@ class MemberOptimizer:
             b1, b2 = cfg.betas
             self.m.lerp_(g, 1 - b1)
             self.v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            denom = (self.v.sqrt() / math.sqrt(1 - b2 ** t)).add_(cfg.eps)
+            denom = (self.v.sqrt() / torch.sqrt(1 - b2 ** self.t).float()).add_(cfg.eps)
             update = self.m / denom
-            lr = lr / (1 - b1 ** t)
+            lr = lr / (1 - b1 ** self.t).float()
         if self.decay_kind == "decoupled":
             w.mul_(1 - hp.lr * hp.active * hp.weight_decay)
         elif self.decay_kind == "to_init":
             w.sub_(hp.lr * hp.active * hp.weight_decay * (w - self.init))
         w.sub_(lr * update)
-        if torch.any(hp.update_noise > 0):
+        if self.update_noise:
             w.add_(self.noise(hp.update_noise * hp.active))
 
     def noise(self, scale: torch.Tensor) -> torch.Tensor:
         """Gaussian noise (N, P), member i's drawn from its own generator (member == solo)."""
         p = self.flat.data.shape[1]
+        # CPU generators: the same stream on every device (one host draw per member and step).
         eps = torch.stack([torch.randn(p, generator=gen) for gen in self.noise_gens])
-        return eps.to(self.flat.data) * scale
+        return eps.to(self.flat.data, non_blocking=True) * scale
 
     def state(self) -> dict[str, torch.Tensor]:
         out = {"opt.m": self.m, "opt.init": self.init,
-               "opt.step": torch.tensor([self.step_count], dtype=torch.int64)}
+               "opt.step": self.t.to(torch.int64).view(1)}
         if self.v is not None:
             out["opt.v"] = self.v
         if self.gf_ema is not None:
@@ -153,6 +158,7 @@ class MemberOptimizer:
         self.m.copy_(state["opt.m"])
         self.init.copy_(state["opt.init"])
         self.step_count = int(state["opt.step"][0])
+        self.t.fill_(self.step_count)
         for key, buf in (("opt.v", self.v), ("opt.grokfast_ema", self.gf_ema), ("opt.grokfast_window", self.gf_window)):
             if buf is not None:
                 buf.copy_(state[key])

@@ -1,0 +1,200 @@
+"""GPU benchmarks, printed as one table of figures measured in this run (one command, < 8 min on an H100).
+
+    python benchmarks/bench_gpu.py            # on a CUDA machine
+    python benchmarks/bench_gpu.py --quick    # tiny step counts (also runs on the CPU, to check the script)
+
+1. solo steps/s of `quickstart`, `power2022-add97`, `nanda2023` with CUDA graphs and eagerly;
+2. `power2022-add97` solo vs a plain PyTorch loop on the same card (the same model sizes,
+   torch.optim.AdamW, device-side minibatches, evaluation every 100 steps), two alternations each;
+3. ensembles: member-steps/s of N members (nanda2023 N = 64, 256; power2022-add97 N = 32;
+   quickstart N = 256) against the solo rate, and attention as SDPA vs broadcast products;
+4. time to grok: nanda2023 solo to val 99 % (early stop), wall seconds and step;
+5. precision: 8 nanda2023 seeds in one ensemble under fp32, tf32 and bf16: steps to val 99 %;
+6. peak GPU memory of each configuration; the card and the torch version.
+Rates exclude start-up: they are measured between the first evaluation after `WARM` steps and the last.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(__file__))
+from bench_core import RefTransformer  # noqa: E402  (the same plain model the CPU benchmark uses)
+
+from groklab import load_config, with_overrides  # noqa: E402
+from groklab.data import TASKS, fraction_split  # noqa: E402
+from groklab.models import transformer as tmod  # noqa: E402
+from groklab.train import train  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class Clock:
+    """Hook: wall time at each evaluation, to time steps after start-up (capture, first eval)."""
+
+    def __init__(self, warm: int):
+        self.warm, self.marks = warm, []
+
+    def __call__(self, step, state):
+        if step >= self.warm:
+            self.marks.append((step, time.perf_counter()))
+
+    def rate(self) -> float:
+        (s0, t0), (s1, t1) = self.marks[0], self.marks[-1]
+        return (s1 - s0) / (t1 - t0) if t1 > t0 else float("nan")
+
+
+def timed(cfgs, warm: int) -> tuple[float, list, float]:
+    """(steps/s after warm-up, results, peak GB) of one training call."""
+    if DEVICE == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    clock = Clock(warm)
+    res = train(cfgs, progress=False, hooks=[clock])
+    peak = torch.cuda.max_memory_allocated() / 2 ** 30 if DEVICE == "cuda" else float("nan")
+    return clock.rate(), res, peak
+
+
+def cfg_for(preset: str, steps: int, *extra: str) -> object:
+    return load_config(preset, [f"train.device={DEVICE}", f"train.steps={steps}", "train.eval_every=100",
+                                "train.eval_log_points=0", "train.early_stop=false", "train.threads=1", *extra])
+
+
+def members(cfg, n: int):
+    return [with_overrides(cfg, {"train.seed": s}) for s in range(n)]
+
+
+def plain_loop(cfg, steps: int) -> float:
+    """A plain single-model loop on the device (like the public peers'): steps/s after 100 warm-up steps."""
+    task = TASKS.get(cfg.data.task)().build(cfg.data).to(DEVICE)
+    tr, va = (i.to(DEVICE) for i in fraction_split(len(task.y), cfg.data.frac_train, 0))
+    model = RefTransformer(task.vocab, task.seq_len, cfg.model.d_model, cfg.model.n_heads, cfg.model.d_mlp,
+                           cfg.model.n_layers, task.n_out).to(DEVICE)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas,
+                            weight_decay=cfg.optim.weight_decay)
+    x_tr, y_tr = task.x[tr], task.y[tr]
+    t0 = None
+    for step in range(steps + 100):
+        if step == 100:
+            _sync()
+            t0 = time.perf_counter()
+        idx = torch.randperm(len(x_tr), device=DEVICE)[:cfg.train.batch_size]
+        loss = F.cross_entropy(model(x_tr[idx]), y_tr[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if (step + 1) % 100 == 0:
+            with torch.no_grad():
+                model.eval()
+                (model(task.x[va]).argmax(-1) == task.y[va]).float().mean().item()
+                (model(x_tr).argmax(-1) == y_tr).float().mean().item()
+                model.train()
+    _sync()
+    return steps / (time.perf_counter() - t0)
+
+
+def _sync():
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="tiny step counts (checks the script, e.g. on a CPU)")
+    ap.add_argument("--skip", default="", help="comma-separated sections to skip: solo,plain,ensemble,grok,precision")
+    args = ap.parse_args()
+    skip = set(args.skip.split(","))
+    q = args.quick
+    solo_steps, warm = (300, 100) if q else (2500, 500)
+    rows: list[tuple[str, str]] = []
+
+    def out(name, value):
+        rows.append((name, value))
+        print(f"{name}: {value}", flush=True)
+
+    card = torch.cuda.get_device_name() if DEVICE == "cuda" else "CPU (no CUDA)"
+    out("device", f"{card}, torch {torch.__version__}, CUDA {torch.version.cuda}")
+    solo = {}
+    if "solo" not in skip:
+        for preset in ("quickstart", "power2022-add97", "nanda2023"):
+            for graphs in (True, False):
+                rate, _, peak = timed(cfg_for(preset, solo_steps, f"train.cuda_graphs={str(graphs).lower()}"), warm)
+                label = "CUDA graph" if graphs else "eager"
+                out(f"{preset} solo steps/s ({label})", f"{rate:.0f}  (peak {peak:.2f} GB)")
+                if graphs:
+                    solo[preset] = rate
+
+    if "plain" not in skip:
+        pw = cfg_for("power2022-add97", solo_steps)
+        ours, plain = [], []
+        for _ in range(2):  # alternate, so drifting clocks hit both alike
+            ours.append(timed(pw, warm)[0])
+            plain.append(plain_loop(pw, solo_steps - warm))
+        out("power2022-add97 solo: groklab vs plain loop (steps/s)",
+            f"{' '.join(f'{x:.0f}' for x in ours)} vs {' '.join(f'{x:.0f}' for x in plain)} "
+            f"({statistics.mean(ours) / statistics.mean(plain):.2f}x)")
+
+    if "ensemble" not in skip:
+        ens_steps, ens_warm = (200, 100) if q else (700, 200)
+        for preset, n in (("nanda2023", 64), ("nanda2023", 256), ("power2022-add97", 32), ("quickstart", 256)):
+            n = min(n, 4) if q else n
+            rate, _, peak = timed(members(cfg_for(preset, ens_steps), n), ens_warm)
+            base = solo.get(preset, float("nan"))
+            out(f"{preset} N={n} member-steps/s", f"{rate * n:.0f} ({rate * n / base:.1f}x solo; peak {peak:.1f} GB)")
+        n, rates, saved = (4 if q else 64), {}, tmod._use_broadcast
+        try:
+            for name, choice in (("broadcast", True), ("SDPA", False)):
+                tmod._use_broadcast = lambda q_, t_, c=choice: c  # looked up at call time by Attention
+                rates[name] = n * timed(members(cfg_for("nanda2023", ens_steps), n), ens_warm)[0]
+        finally:
+            tmod._use_broadcast = saved
+        out(f"nanda2023 N={n} attention: SDPA vs broadcast (member-steps/s)",
+            f"{rates['SDPA']:.0f} vs {rates['broadcast']:.0f}")
+        reps = 39 if not q else 3  # repro-fraction's 13 fractions x 3 seeds, as one ensemble
+        fr = [with_overrides(cfg_for("repro-transformer", ens_steps), {"train.seed": i % 3,
+                                                                       "data.frac_train": 0.2 + 0.05 * (i // 3)})
+              for i in range(reps)]
+        rate, _, peak = timed(fr, ens_warm)
+        out(f"repro-fraction as one ensemble ({reps} runs) steps/s", f"{rate:.0f} (1e5 steps: {1e5 / rate / 60:.1f} min; "
+            f"peak {peak:.1f} GB)")
+
+    if "grok" not in skip:
+        cfg = load_config("nanda2023", [f"train.device={DEVICE}", "train.early_stop=true", "train.threads=1"]
+                          + (["data.p=23", "train.steps=3000"] if q else []))
+        t = time.perf_counter()
+        (res,) = train(cfg, progress=False)
+        s = res.summary
+        m = res.metrics
+        hit = m[m["val_acc"] >= 0.99]
+        wall = float(hit["wall_time"].iloc[0]) if len(hit) else float("nan")
+        out("nanda2023 solo: train 99% / val 99% step; wall s to val 99%",
+            f"{s['step_train_99']} / {s['step_val_99']}; {wall:.1f} s (total {time.perf_counter() - t:.1f} s, "
+            f"{s['steps_per_second']:.0f} steps/s incl. evaluation)")
+
+    if "precision" not in skip:
+        n = 2 if q else 8
+        for precision in ("fp32", "tf32", "bf16"):
+            cfg = load_config("nanda2023", [f"train.device={DEVICE}", "train.early_stop=true", "train.threads=1",
+                                            f"train.precision={precision}", "train.steps=25000"]
+                              + (["data.p=23", "train.steps=2000"] if q else []))
+            t = time.perf_counter()
+            res = train(members(cfg, n), progress=False)
+            hits = [r.summary["step_val_99"] for r in res]
+            ok = [h for h in hits if h is not None]
+            spread = f"{statistics.mean(ok):.0f} ± {statistics.stdev(ok):.0f}" if len(ok) > 1 else "-"
+            out(f"nanda2023 {n} seeds, {precision}: val 99% steps (mean ± sd)",
+                f"{hits} -> {spread} ({time.perf_counter() - t:.0f} s)")
+
+    width = max(len(r[0]) for r in rows)
+    print("\ngroklab GPU benchmarks")
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+
+
+if __name__ == "__main__":
+    main()
