@@ -398,7 +398,13 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             _fail(path, value, "must be a number")
-        return float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer beyond float range
+            _fail(path, value, "must be a finite number")
+        if not math.isfinite(value):  # TOML allows inf and nan; no field means either
+            _fail(path, value, "must be a finite number")
+        return value
     if tp is str:
         if not isinstance(value, str):
             _fail(path, value, "must be a string")
@@ -505,11 +511,13 @@ def list_presets() -> dict[str, str]:
 
 def read_source(source: str | Path, depth: int = 0) -> dict:
     """The raw dict of a preset name or a TOML file path; `extends = "preset"` inherits."""
+    if not isinstance(source, (str, Path)):
+        raise ConfigError(f"extends={source!r} must be a preset name or a TOML file path (a string)")
     path = Path(source)
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
             raise ConfigError(f"config file {str(path)!r} does not exist")
-        text = path.read_text()
+        text = _read_text(path)
     else:
         entry = _preset_dir() / f"{source}.toml"
         if not entry.is_file():
@@ -531,6 +539,17 @@ def read_source(source: str | Path, depth: int = 0) -> dict:
     base = read_source(parent, depth + 1)
     base.pop("description", None)
     return _merge(base, tree)
+
+
+def _read_text(path: Path) -> str:
+    """A config file's text: UTF-8 (as TOML requires), else one clear error naming the file."""
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text (byte {e.start}); a config must be a "
+                          "TOML file") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {e.strerror or e}") from None
 
 
 def _merge(base: dict, over: dict) -> dict:
