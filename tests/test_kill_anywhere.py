@@ -69,7 +69,8 @@ def _schedule(rng: random.Random, scenario: str, n: int) -> list[dict]:
 
 
 _RNG = random.Random(SEED)
-CASES = _schedule(_RNG, "solo", 8) + _schedule(_RNG, "ensemble", 7)
+# 16 here + 1 local sweep worker + 3 Ray workers (test_kill_workers.py) = 20 kill points in CI.
+CASES = _schedule(_RNG, "solo", 9) + _schedule(_RNG, "ensemble", 7)
 
 
 # ---------------------------------------------------------------- traps run in the forked child
