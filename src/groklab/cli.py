@@ -104,7 +104,11 @@ def _shown_status(row: dict) -> str:
 def cmd_ls(args) -> int:
     from .store import Store, liveness
 
-    rows = Store(args.store).list(sweep=args.sweep)
+    store = Store(args.store)
+    if not store.exists():  # most often a mistyped --store: say so rather than list nothing
+        raise ConfigError(f"no store at {str(store.paths.root)!r} (no {store.paths.db.name} there); "
+                          "`groklab run` creates one; --store DIR or $GROKLAB_STORE chooses it")
+    rows = store.list(sweep=args.sweep)
     if args.json:
         print(json.dumps([{"run_id": r["id"], "name": r["name"], "status": r["status"], "alive": liveness(r),
                            "created": r["created"], "sweep": r["sweep"],

@@ -103,6 +103,19 @@ def _pid_alive(pid: int, start: str | None) -> bool:
     return True
 
 
+def _lock_timeout() -> float:
+    text = os.environ.get("GROKLAB_STORE_TIMEOUT")
+    if text is None:
+        return LOCK_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 1e6:
+        raise StoreError(f"GROKLAB_STORE_TIMEOUT={text!r} must be a number of seconds (0 to 1e6)")
+    return value
+
+
 def default_root() -> Path:
     return Path(os.environ.get("GROKLAB_STORE", "runs"))
 
@@ -134,12 +147,13 @@ class Store:
     Args:
         root: the store directory (default ``./runs`` or ``$GROKLAB_STORE``).
         timeout: seconds a writer waits for another process's transaction before a
-            :class:`StoreError` says the store is locked.
+            :class:`StoreError` says the store is locked (default ``$GROKLAB_STORE_TIMEOUT``,
+            else 120).
     """
 
-    def __init__(self, root: str | Path | None = None, timeout: float = LOCK_TIMEOUT_S):
+    def __init__(self, root: str | Path | None = None, timeout: float | None = None):
         self.paths = RunPaths(Path(root) if root else default_root())
-        self.timeout = timeout
+        self.timeout = _lock_timeout() if timeout is None else timeout
         self._conn: sqlite3.Connection | None = None
 
     @property
