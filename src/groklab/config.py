@@ -11,6 +11,7 @@ Every field is type-checked; unknown keys, wrong types and out-of-range values r
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -421,6 +422,10 @@ def from_dict(cls: type, data: dict, path: str = "") -> Any:
             where = f"{path}.{key}" if path else key
             raise ConfigError(f"unknown field {where!r}; valid fields{' of ' + path if path else ''}: {', '.join(names)}")
     kwargs = {k: _coerce(hints[k], v, f"{path}.{k}" if path else k) for k, v in data.items()}
+    for f in fields(cls):
+        if f.name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            where = f"{path}.{f.name}" if path else f.name
+            raise ConfigError(f"{where} is required ({_type_name(hints[f.name])}); e.g. {{ {f.name} = ... }}")
     try:
         return cls(**kwargs)
     except TypeError as e:  # a required field (Phase.start) is missing
@@ -570,7 +575,7 @@ def load_config(source: str | Path | dict, overrides: list[str] | tuple[str, ...
         The validated, frozen :class:`RunCfg`.
     """
     tree = dict(source) if isinstance(source, dict) else read_source(source)
-    tree = json.loads(json.dumps(tree))  # deep copy of plain data
+    tree = copy.deepcopy(tree)  # TOML dates are not JSON: a JSON round trip would crash on them
     if not isinstance(source, dict) and "name" not in tree:
         tree["name"] = Path(str(source)).stem
     return from_dict(RunCfg, apply_overrides(tree, overrides))
