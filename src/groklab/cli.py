@@ -272,13 +272,16 @@ def _on_sigterm(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean bad input or an unusable store/checkpoint: one line, exit 2."""
-    from .data.real import DataError
-    from .store import StoreError
-    from .train.checkpoint import CheckpointError
+# Exceptions that mean bad input or an unusable store or checkpoint: one line, exit 2.
+_USER_ERRORS = (("groklab.data.real", "DataError"), ("groklab.store", "StoreError"),
+                ("groklab.train.checkpoint", "CheckpointError"))
 
-    return ConfigError, DataError, StoreError, CheckpointError
+
+def _is_user_error(e: BaseException) -> bool:
+    # Only modules already imported can have raised their errors: importing the others here
+    # would cost `ls` the seconds of importing torch.
+    kinds = [ConfigError] + [getattr(sys.modules[m], name) for m, name in _USER_ERRORS if m in sys.modules]
+    return isinstance(e, tuple(kinds))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -290,9 +293,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = args.fn(args)
         sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
         return code
-    except _user_errors() as e:
-        print(f"groklab: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         how = "terminated (SIGTERM)" if _TERMINATED else "interrupted"
         print(f"groklab: {how}; `groklab resume RUN` continues from the last checkpoint", file=sys.stderr)
@@ -301,6 +301,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader (`head`) has gone: stop quietly, and keep Python from complaining at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except Exception as e:
+        if not _is_user_error(e):
+            raise
+        print(f"groklab: error: {e}", file=sys.stderr)
+        return 2
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
