@@ -130,10 +130,22 @@ def test_ray_worker_killed_retry_resumes_from_checkpoint(tmp_path, monkeypatch):
     try:
         killer.start()
         report = run_sweep(spec, store=Store(root), backend="ray", max_retries=3)
+        killer.stop.set()
+        # A storage path the user names (e.g. on NFS): each group keeps its own store there while
+        # it runs, and the driver copies metrics and checkpoint into its store at the end.
+        shared = tmp_path / "shared"
+        named = run_sweep(spec, store=Store(tmp_path / "named"), backend="ray", storage=shared)
     finally:
         killer.stop.set()
         ray.shutdown()
     killer.join()
+    assert not named.failed
+    (gid,) = [o.group_id for o in named.outcomes]
+    assert (shared / gid / "groklab.db").exists() and (shared / gid / "groups" / gid).exists()
+    named_store = Store(tmp_path / "named")
+    (named_row,) = named_store.list()
+    assert named_row["group_id"] == gid and named_row["status"] == "finished"
+    _assert_same(_by_name(named_store)[named_row["name"]], want[named_row["name"]])
     assert len(killer.killed) == 3 and len({pid for pid, _ in killer.killed}) == 3  # three workers died
     assert not report.failed, [o.error for o in report.failed]
     store = Store(root)
