@@ -97,6 +97,19 @@ def test_ls_tells_a_lost_run_from_a_live_one(tmp_path, capsys):
     assert by_name["killed"]["status"] == "running" and by_name["killed"]["alive"] is False
 
 
+def test_resume_refuses_a_run_that_is_still_running(tmp_path, capsys):
+    store = Store(tmp_path / "runs")
+    store.create_runs(["{}"], ["busy"], "g", {})
+    proc = subprocess.Popen(["sleep", "30"])  # stands in for the process training it
+    try:
+        store.conn.execute("UPDATE runs SET owner_pid=?, owner_start=NULL", (proc.pid,))
+        assert main(["resume", "1", "--store", str(store.paths.root)]) == 2
+        assert f"run 1 is still running (process {proc.pid}" in _one_error_line(capsys)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_heartbeat_follows_metrics(tmp_path):
     store = Store(tmp_path / "runs")
     (rid,) = store.create_runs(["{}"], ["x"], "g", {})

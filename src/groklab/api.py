@@ -1,6 +1,7 @@
 """The Python API, mirroring the CLI: run, resume, load_run."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
@@ -63,9 +64,18 @@ def resume(run_id: int, store: Store | str | Path | None = None, progress: bool 
     """Continue the group (ensemble or solo run) of `run_id` from its last checkpoint."""
     from .train import train
 
+    from .store import liveness
+
     st = _store(store)
     row = _get(st, run_id)
     rows = st.group(row["group_id"])
+    # Two processes training one group would overwrite each other's checkpoint. (This process
+    # owning the rows means an earlier call here failed: nothing is training them now.)
+    live = [r for r in rows if liveness(r) and r["owner_pid"] != os.getpid()]
+    if live:
+        r = live[0]
+        raise ConfigError(f"run {r['id']} is still running (process {r['owner_pid']} on {r['owner_host']}); stop it "
+                          f"first (Ctrl-C or SIGTERM), then resume")
     cfgs = [from_dict(RunCfg, r["config"]) for r in rows]
     results = train(cfgs, store=st, progress=progress, group=row["group_id"], sweep=row["sweep"])
     return [load_run(r.run_id, st) for r in results]
