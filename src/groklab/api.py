@@ -62,9 +62,8 @@ def run(source: str | Path | dict | RunCfg, overrides: Sequence[str] = (), *, se
 
 def resume(run_id: int, store: Store | str | Path | None = None, progress: bool = False) -> list[RunRecord]:
     """Continue the group (ensemble or solo run) of `run_id` from its last checkpoint."""
-    from .train import train
-
     from .store import liveness
+    from .train import train
 
     st = _store(store)
     row = _get(st, run_id)

@@ -286,9 +286,9 @@ def _is_user_error(e: BaseException) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _TERMINATED.clear()
     main_thread = threading.current_thread() is threading.main_thread()  # only it may set handlers
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
-    _TERMINATED.clear()
     try:
         code = args.fn(args)
         sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit

@@ -296,11 +296,11 @@ def _ray_is_local(ray) -> bool:
     return all(n.get("NodeManagerAddress") == here for n in ray.nodes() if n.get("Alive"))
 
 
-def _ray_root(ray, store, storage: str | Path | None, gid: str) -> tuple[str | None, bool]:
+def _ray_root(store, storage: str | Path | None, local: bool, gid: str) -> tuple[str | None, bool]:
     """(the store a group's task writes, whether the driver copies its results back)."""
     if storage is not None:
         return str(Path(storage).resolve() / gid), True
-    if _ray_is_local(ray):
+    if local:
         return str(store.paths.root.resolve()), False
     return None, True
 
@@ -372,10 +372,11 @@ def _run_ray(ray, plan: Plan, store, on_done: OnDone, max_retries: int,
     task = ray.remote(_ray_train)
     refs: dict = {}
     outcomes: list[GroupOutcome] = []
+    local = storage is None and _ray_is_local(ray)
     try:
         for g in plan.groups:
             g = g if g.group_id else replace(g, group_id=_new_rows(store, plan.sweep, g))
-            root, copy_back = _ray_root(ray, store, storage, g.group_id)
+            root, copy_back = _ray_root(store, storage, local, g.group_id)
             opts = dict(num_cpus=1, num_gpus=1 if gpu else 0, max_retries=max_retries, retry_exceptions=True)
             ref = task.options(**opts).remote(root, plan.sweep, list(g.cfgs), g.group_id, copy_back)
             refs[ref] = (g, time.perf_counter(), copy_back)
