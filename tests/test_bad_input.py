@@ -5,7 +5,6 @@ ConfigError. Also the security promises: no pickle is ever loaded, no config tex
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
 import shutil
 import sqlite3
@@ -92,11 +91,13 @@ CORPUS = [
     ("missing-file", ["run", f"{T}/nope.toml"], None, "does not exist"),
     ("unknown-top-key", ["run", f"{T}/a.toml"], _write("a.toml", "foo = 1\n"), "unknown field 'foo'"),
     ("unknown-section-key", ["run", f"{T}/a.toml"], _write("a.toml", "[data]\nfoo = 1\n"), "unknown field 'data.foo'"),
-    ("wrong-type-file", ["run", f"{T}/a.toml"], _write("a.toml", '[data]\np = "big"\n'), "data.p='big' must be an integer"),
+    ("wrong-type-file", ["run", f"{T}/a.toml"], _write("a.toml", '[data]\np = "big"\n'),
+     "data.p='big' must be an integer"),
     ("section-not-table", ["run", f"{T}/a.toml"], _write("a.toml", "data = 5\n"), "data=5 must be a table"),
     ("toml-date", ["run", f"{T}/a.toml"], _write("a.toml", "description = 1979-05-27\n"), "must be a string"),
     ("extends-unknown", ["run", f"{T}/a.toml"], _write("a.toml", 'extends = "nope"\n'), "neither a preset nor a file"),
-    ("extends-not-string", ["run", f"{T}/a.toml"], _write("a.toml", "extends = 5\n"), "extends=5 must be a preset name"),
+    ("extends-not-string", ["run", f"{T}/a.toml"], _write("a.toml", "extends = 5\n"),
+     "extends=5 must be a preset name"),
     ("extends-cycle", ["run", f"{T}/a.toml"], lambda tmp, store: (tmp / "a.toml").write_text(
         f'extends = "{tmp}/a.toml"\n'), "too deep"),
     # --set syntax, types and ranges
@@ -106,7 +107,8 @@ CORPUS = [
     ("set-unknown-section", ["run", "quickstart", *GUARD, *_s("modle.name=mlp")], None, "unknown field 'modle'"),
     ("set-not-a-section", ["run", "quickstart", *GUARD, *_s("data.p.x=1")], None, "'p' is not a section"),
     ("set-section-value", ["run", "quickstart", *GUARD, *_s("data=5")], None, "must be a table"),
-    ("frac-above-1", ["run", "quickstart", *GUARD, *_s("data.frac_train=2")], None, "data.frac_train=2.0 must be in (0, 1)"),
+    ("frac-above-1", ["run", "quickstart", *GUARD, *_s("data.frac_train=2")], None,
+     "data.frac_train=2.0 must be in (0, 1)"),
     ("frac-zero", ["run", "quickstart", *GUARD, *_s("data.frac_train=0")], None, "must be in (0, 1)"),
     ("lr-negative", ["run", "quickstart", *GUARD, *_s("optim.lr=-1")], None, "optim.lr=-1.0 must be in (0"),
     ("lr-nan", ["run", "quickstart", *GUARD, *_s("optim.lr=nan")], None, "must be a finite number"),

@@ -21,7 +21,6 @@ import os
 import random
 import signal
 import sqlite3
-import threading
 import time
 from contextlib import contextmanager
 
@@ -36,6 +35,8 @@ from groklab.train import train
 from groklab.train.checkpoint import read_tensors
 
 from conftest import tiny
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX)")
 
 SEED = 14  # the kill schedule is drawn from this: the same moments on every run of the suite
 STEPS = 150

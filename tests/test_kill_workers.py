@@ -21,6 +21,8 @@ from groklab.train.checkpoint import read_tensors
 
 from test_kill_anywhere import SEED, STEPS, VOLATILE, _assert_same, _db
 
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+
 RNG = random.Random(SEED + 1)
 SET = ["data.p=23", "train.threads=1", f"train.steps={STEPS}", "train.eval_every=20", "train.batch_size=64",
        "train.early_stop=false", "train.checkpoint_every=15", "model.dropout=0.1"]

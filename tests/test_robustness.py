@@ -13,7 +13,6 @@ import errno
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys

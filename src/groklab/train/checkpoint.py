@@ -60,8 +60,9 @@ def load_checkpoint(path: Path, flat: FlatParams, opt: MemberOptimizer, data_gen
             torch.cuda.set_rng_state(tensors["rng.cuda"], flat.data.device)
         return json.loads(metadata["meta"])
     except (KeyError, RuntimeError, ValueError, TypeError) as e:  # shapes or keys from another config
-        raise CheckpointError(f"checkpoint {str(path)!r} does not fit this run ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else e!r}); was it copied from another run?") from None
+        why = str(e).splitlines()[0] if str(e) else repr(e)
+        raise CheckpointError(f"checkpoint {str(path)!r} does not fit this run ({type(e).__name__}: {why}); was it "
+                              "copied from another run?") from None
 
 
 def member_weights(path: Path, member: int) -> dict[str, torch.Tensor]:
