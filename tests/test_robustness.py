@@ -66,6 +66,22 @@ def test_sigterm_stops_like_ctrl_c(tmp_path, capsys, monkeypatch):
     assert json.loads(meta["meta"])["step"] == 30  # the hook ran at the evaluation of 40, before its checkpoint
 
 
+def test_sigterm_stops_a_ray_task_like_ctrl_c(tmp_path, monkeypatch):
+    """The Ray task body (called here directly) installs the same SIGTERM → stop handler."""
+    from groklab.sweep.backends import _ray_train
+
+    def terminate_at_40(step, state):
+        if step >= 40:
+            os.kill(os.getpid(), signal.SIGTERM)  # what Ray sends a worker it stops
+    _with_hook(monkeypatch, terminate_at_40)
+    before = signal.getsignal(signal.SIGTERM)
+    store = Store(tmp_path / "runs")
+    with pytest.raises(KeyboardInterrupt):
+        _ray_train(str(store.paths.root), "s", [tiny(steps=2000)], "g1", copy_back=False)
+    assert [r["status"] for r in store.list()] == ["stopped"]
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 def test_ls_tells_a_lost_run_from_a_live_one(tmp_path, capsys):
     store = Store(tmp_path / "runs")
     live = store.create_runs(["{}"], ["live"], "g1", {})[0]
