@@ -11,7 +11,7 @@ import torch
 
 from groklab import load_run, with_overrides
 from groklab.api import resume
-from groklab.store import Store
+from groklab.store import SCHEMA_VERSION, Store
 from groklab.train import train
 from groklab.train.checkpoint import member_weights
 
@@ -37,7 +37,7 @@ def test_store_round_trip(store):
 
 def test_schema_version(store):
     train(tiny(steps=5), store=store, progress=False)
-    assert store.conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
     assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 

@@ -1,6 +1,7 @@
 """The Python API, mirroring the CLI: run, resume, load_run."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
@@ -67,11 +68,19 @@ def resume(run_id: int, store: Store | str | Path | None = None, progress: bool 
     config keeps the device it was created with.
     """
     from .config import with_overrides
+    from .store import liveness
     from .train import train
 
     st = _store(store)
     row = _get(st, run_id)
     rows = st.group(row["group_id"])
+    # Two processes training one group would overwrite each other's checkpoint. (This process
+    # owning the rows means an earlier call here failed: nothing is training them now.)
+    live = [r for r in rows if liveness(r) and r["owner_pid"] != os.getpid()]
+    if live:
+        r = live[0]
+        raise ConfigError(f"run {r['id']} is still running (process {r['owner_pid']} on {r['owner_host']}); stop it "
+                          f"first (Ctrl-C or SIGTERM), then resume")
     cfgs = [from_dict(RunCfg, r["config"]) for r in rows]
     if device is not None:
         cfgs = [with_overrides(c, {"train.device": device}) for c in cfgs]

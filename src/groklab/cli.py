@@ -5,14 +5,20 @@
     groklab run mlp-add97 --seeds 4 --json        # four seeds as one vectorized ensemble
     groklab ls; groklab show 3 --json; groklab plot 3 -o curve.png; groklab resume 3
 
-Bad input prints one line on stderr and exits with code 2, before anything is written.
+Bad input prints one line on stderr and exits with code 2, before anything is written. SIGTERM
+(`timeout`, Slurm, Kubernetes, Ray) stops a run like Ctrl-C: its rows are marked `stopped` at the
+last checkpoint and the exit code is 143 (130 for Ctrl-C). Output cut short by a closed pipe
+(`groklab show 3 --json | head -c 100`) ends quietly.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import os
+import signal
 import sys
+import threading
 from typing import Any, Callable, Sequence
 
 from .registry import ConfigError
@@ -88,22 +94,39 @@ def cmd_resume(args) -> int:
     return 0
 
 
-def cmd_ls(args) -> int:
-    from .store import Store
+def _shown_status(row: dict) -> str:
+    """`lost` for a `running` row whose process is gone (killed, host rebooted)."""
+    from .store import liveness
 
-    rows = Store(args.store).list(sweep=args.sweep)
+    return "lost" if liveness(row) is False else row["status"]
+
+
+def cmd_ls(args) -> int:
+    from .store import Store, liveness
+
+    store = Store(args.store)
+    if not store.exists():  # most often a mistyped --store: say so rather than list nothing
+        raise ConfigError(f"no store at {str(store.paths.root)!r} (no {store.paths.db.name} there); "
+                          "`groklab run` creates one; --store DIR or $GROKLAB_STORE chooses it")
+    rows = store.list(sweep=args.sweep)
     if args.json:
-        print(json.dumps([{"run_id": r["id"], "name": r["name"], "status": r["status"], "created": r["created"],
-                           "sweep": r["sweep"], **{k: _clean(r["summary"].get(k)) for k in JSON_KEYS[2:]}}
-                          for r in rows]))
+        print(json.dumps([{"run_id": r["id"], "name": r["name"], "status": r["status"], "alive": liveness(r),
+                           "created": r["created"], "sweep": r["sweep"],
+                           **{k: _clean(r["summary"].get(k)) for k in JSON_KEYS[2:]}} for r in rows]))
         return 0
     print(f"{'id':>4}  {'name':<28} {'status':<9} {'steps':>7} {'train':>6} {'val':>6} {'t_tr99':>7} {'t_val99':>7}  created")
+    lost = 0
     for r in rows:
         s = r["summary"]
+        status = _shown_status(r)
+        lost += status == "lost"
         cells = [_cell(s.get(k), spec) for k, spec in (("steps", "d"), ("train_acc", ".3f"), ("val_acc", ".3f"),
                                                         ("step_train_99", "d"), ("step_val_99", "d"))]
-        print(f"{r['id']:>4}  {r['name'][:28]:<28} {r['status']:<9} {cells[0]:>7} {cells[1]:>6} {cells[2]:>6} "
+        print(f"{r['id']:>4}  {r['name'][:28]:<28} {status:<9} {cells[0]:>7} {cells[1]:>6} {cells[2]:>6} "
               f"{cells[3]:>7} {cells[4]:>7}  {r['created']}")
+    if lost:
+        print(f"lost: {lost} run(s) marked running whose process is gone; `groklab resume ID` continues one "
+              "from its last checkpoint")
     return 0
 
 
@@ -112,7 +135,8 @@ def cmd_show(args) -> int:
     from .config import to_dict
     from .store import Store
 
-    rec = load_run(args.run, Store(args.store))
+    store = Store(args.store)
+    rec = load_run(args.run, store)
     if args.table:
         print(_table(rec.metrics, args.every))
         return 0
@@ -121,7 +145,8 @@ def cmd_show(args) -> int:
                           "member": rec.member, "sweep": rec.sweep,
                           "summary": {k: _clean(v) for k, v in rec.summary.items()}, "config": to_dict(rec.config)}))
         return 0
-    print(f"run {rec.run_id}: {rec.name} [{rec.status}] created {rec.created}, group {rec.group} member {rec.member}")
+    status = _shown_status(store.get(rec.run_id))
+    print(f"run {rec.run_id}: {rec.name} [{status}] created {rec.created}, group {rec.group} member {rec.member}")
     if rec.config.description:
         print(f"  {rec.config.description}")
     for k, v in rec.summary.items():
@@ -239,16 +264,52 @@ def _extend(sub, add) -> None:
         mod.register(add)
 
 
+_TERMINATED: list[int] = []  # the signal that stopped this process, if one did
+
+
+def _on_sigterm(signum, frame) -> None:
+    # Raised where the process is: the engine's `except KeyboardInterrupt` marks its runs stopped.
+    _TERMINATED.append(signum)
+    raise KeyboardInterrupt
+
+
+# Exceptions that mean bad input or an unusable store or checkpoint: one line, exit 2.
+_USER_ERRORS = (("groklab.data.real", "DataError"), ("groklab.store", "StoreError"),
+                ("groklab.train.checkpoint", "CheckpointError"))
+
+
+def _is_user_error(e: BaseException) -> bool:
+    # Only modules already imported can have raised their errors: importing the others here
+    # would cost `ls` the seconds of importing torch.
+    kinds = [ConfigError] + [getattr(sys.modules[m], name) for m, name in _USER_ERRORS if m in sys.modules]
+    return isinstance(e, tuple(kinds))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _TERMINATED.clear()
+    main_thread = threading.current_thread() is threading.main_thread()  # only it may set handlers
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
     try:
-        return args.fn(args)
-    except ConfigError as e:
+        code = args.fn(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
+        return code
+    except KeyboardInterrupt:
+        how = "terminated (SIGTERM)" if _TERMINATED else "interrupted"
+        print(f"groklab: {how}; `groklab resume RUN` continues from the last checkpoint", file=sys.stderr)
+        return 143 if _TERMINATED else 130
+    except BrokenPipeError:
+        # The reader (`head`) has gone: stop quietly, and keep Python from complaining at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except Exception as e:
+        if not _is_user_error(e):
+            raise
         print(f"groklab: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("groklab: interrupted; `groklab resume RUN` continues from the last checkpoint", file=sys.stderr)
-        return 130
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

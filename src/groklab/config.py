@@ -11,6 +11,7 @@ Every field is type-checked; unknown keys, wrong types and out-of-range values r
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -408,7 +409,13 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             _fail(path, value, "must be a number")
-        return float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer beyond float range
+            _fail(path, value, "must be a finite number")
+        if not math.isfinite(value):  # TOML allows inf and nan; no field means either
+            _fail(path, value, "must be a finite number")
+        return value
     if tp is str:
         if not isinstance(value, str):
             _fail(path, value, "must be a string")
@@ -425,6 +432,10 @@ def from_dict(cls: type, data: dict, path: str = "") -> Any:
             where = f"{path}.{key}" if path else key
             raise ConfigError(f"unknown field {where!r}; valid fields{' of ' + path if path else ''}: {', '.join(names)}")
     kwargs = {k: _coerce(hints[k], v, f"{path}.{k}" if path else k) for k, v in data.items()}
+    for f in fields(cls):
+        if f.name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            where = f"{path}.{f.name}" if path else f.name
+            raise ConfigError(f"{where} is required ({_type_name(hints[f.name])}); e.g. {{ {f.name} = ... }}")
     try:
         return cls(**kwargs)
     except TypeError as e:  # a required field (Phase.start) is missing
@@ -515,11 +526,13 @@ def list_presets() -> dict[str, str]:
 
 def read_source(source: str | Path, depth: int = 0) -> dict:
     """The raw dict of a preset name or a TOML file path; `extends = "preset"` inherits."""
+    if not isinstance(source, (str, Path)):
+        raise ConfigError(f"extends={source!r} must be a preset name or a TOML file path (a string)")
     path = Path(source)
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
             raise ConfigError(f"config file {str(path)!r} does not exist")
-        text = path.read_text()
+        text = _read_text(path)
     else:
         entry = _preset_dir() / f"{source}.toml"
         if not entry.is_file():
@@ -543,6 +556,17 @@ def read_source(source: str | Path, depth: int = 0) -> dict:
     return _merge(base, tree)
 
 
+def _read_text(path: Path) -> str:
+    """A config file's text: UTF-8 (as TOML requires), else one clear error naming the file."""
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text (byte {e.start}); a config must be a "
+                          "TOML file") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {e.strerror or e}") from None
+
+
 def _merge(base: dict, over: dict) -> dict:
     """Deep-merge `over` into `base` (tables merge, values replace)."""
     out = dict(base)
@@ -561,7 +585,7 @@ def load_config(source: str | Path | dict, overrides: list[str] | tuple[str, ...
         The validated, frozen :class:`RunCfg`.
     """
     tree = dict(source) if isinstance(source, dict) else read_source(source)
-    tree = json.loads(json.dumps(tree))  # deep copy of plain data
+    tree = copy.deepcopy(tree)  # TOML dates are not JSON: a JSON round trip would crash on them
     if not isinstance(source, dict) and "name" not in tree:
         tree["name"] = Path(str(source)).stem
     return from_dict(RunCfg, apply_overrides(tree, overrides))

@@ -8,11 +8,17 @@ Layout under the store root (``./runs`` by default, ``--store DIR`` or ``$GROKLA
 Every write is one transaction (``BEGIN IMMEDIATE``, so concurrent writers queue on the lock
 instead of deadlocking), so a crash never leaves a half-written row; checkpoints are written to a
 temporary file and renamed. Row ↔ dict conversion lives only here.
+
+A `running` row records its owner (host, pid, the pid's start time) and a heartbeat refreshed with
+every metrics write, so `groklab ls` can tell a live run from one whose process is gone
+(:meth:`Store.liveness`). Every SQLite failure (locked, read-only, disk full, not a database)
+surfaces as one :class:`StoreError` naming the store and what to do.
 """
 from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -22,8 +28,15 @@ from typing import Any, Iterable, Iterator
 
 import pandas as pd
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: owner_host, owner_pid, owner_start, heartbeat (who runs a `running` row)
 STATUSES = ("running", "finished", "diverged", "stopped", "failed")
+STALE_S = 600.0  # a `running` row on another host without a heartbeat for this long counts as lost
+LOCK_TIMEOUT_S = 120.0  # how long a writer waits for another's transaction before giving up
+
+
+class StoreError(RuntimeError):
+    """The store cannot be used (locked, read-only, disk full, corrupt, newer schema): the message
+    names the store and what to do. The CLI prints it as one line and exits with code 2."""
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS runs (
@@ -39,7 +52,11 @@ CREATE TABLE IF NOT EXISTS runs (
     groklab_version TEXT,
     torch_version TEXT,
     git_sha TEXT,
-    summary_json TEXT NOT NULL DEFAULT '{{}}'
+    summary_json TEXT NOT NULL DEFAULT '{{}}',
+    owner_host TEXT,
+    owner_pid INTEGER,
+    owner_start TEXT,
+    heartbeat REAL
 );
 CREATE INDEX IF NOT EXISTS runs_group ON runs(group_id);
 CREATE INDEX IF NOT EXISTS runs_sweep ON runs(sweep);
@@ -51,6 +68,52 @@ CREATE TABLE IF NOT EXISTS metrics (
     PRIMARY KEY (run_id, key, step)
 ) WITHOUT ROWID;
 """
+
+
+# Schema 1 → 2: the owner columns (added, NULL for old rows: their liveness is unknown).
+_MIGRATE_1_2 = "".join(f"ALTER TABLE runs ADD COLUMN {c};" for c in
+                       ("owner_host TEXT", "owner_pid INTEGER", "owner_start TEXT", "heartbeat REAL"))
+
+
+def _proc_start(pid: int) -> str | None:
+    """The start time of process `pid` (Linux /proc), so a reused pid is not mistaken for the owner."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()  # after the command name, which may contain spaces
+    return None if fields[0] == "Z" else fields[19]  # a zombie has exited: no start time
+
+
+def _owner() -> tuple[str, int, str | None]:
+    pid = os.getpid()
+    return socket.gethostname(), pid, _proc_start(pid)
+
+
+def _pid_alive(pid: int, start: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        pass
+    now = _proc_start(pid)
+    if Path("/proc/self/stat").exists():
+        return now is not None and (start is None or now == start)
+    return True
+
+
+def _lock_timeout() -> float:
+    text = os.environ.get("GROKLAB_STORE_TIMEOUT")
+    if text is None:
+        return LOCK_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 1e6:
+        raise StoreError(f"GROKLAB_STORE_TIMEOUT={text!r} must be a number of seconds (0 to 1e6)")
+    return value
 
 
 def default_root() -> Path:
@@ -79,29 +142,123 @@ class RunPaths:
 
 
 class Store:
-    """SQLite-backed run store. Safe for several processes writing at once."""
+    """SQLite-backed run store. Safe for several processes writing at once.
 
-    def __init__(self, root: str | Path | None = None):
+    Args:
+        root: the store directory (default ``./runs`` or ``$GROKLAB_STORE``).
+        timeout: seconds a writer waits for another process's transaction before a
+            :class:`StoreError` says the store is locked (default ``$GROKLAB_STORE_TIMEOUT``,
+            else 120).
+    """
+
+    def __init__(self, root: str | Path | None = None, timeout: float | None = None):
         self.paths = RunPaths(Path(root) if root else default_root())
+        self.timeout = _lock_timeout() if timeout is None else timeout
         self._conn: sqlite3.Connection | None = None
 
     @property
     def conn(self) -> sqlite3.Connection:
         if self._conn is None:
-            self.paths.root.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.paths.db, timeout=120, isolation_level=None)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA busy_timeout=120000")
-            conn.execute("PRAGMA foreign_keys=ON")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise RuntimeError(f"store {self.paths.db} has schema {version}, newer than this groklab ({SCHEMA_VERSION})")
-            if version < SCHEMA_VERSION:
-                # Idempotent DDL in one script-level transaction: racing creators are harmless.
-                conn.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}PRAGMA user_version={SCHEMA_VERSION};COMMIT;")
-            self._conn = conn
+            self._conn = self._open()
         return self._conn
+
+    def _open(self) -> sqlite3.Connection:
+        root = self.paths.root
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise StoreError(f"store {str(root)!r} is a file, not a directory; give --store a directory") from None
+        except OSError as e:
+            raise StoreError(f"cannot create the store directory {str(root)!r}: {e.strerror}; give --store a "
+                             f"writable directory") from None
+        if not os.access(root, os.W_OK | os.X_OK):
+            raise StoreError(f"store directory {str(root)!r} is not writable; give --store a writable directory")
+        conn = None
+        try:
+            conn = sqlite3.connect(self.paths.db, timeout=self.timeout, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._migrate(conn)
+        except BaseException as e:
+            if conn is not None:
+                conn.close()
+            if isinstance(e, sqlite3.Error):
+                raise self._error(e) from None
+            raise
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"store {str(self.paths.db)!r} has schema version {version}, newer than this "
+                             f"groklab's ({SCHEMA_VERSION}); upgrade groklab to read it")
+        if version == SCHEMA_VERSION:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Re-read under the write lock: another process may have migrated meanwhile.
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                for stmt in _SCHEMA.split(";"):
+                    if stmt.strip():
+                        conn.execute(stmt)
+            elif version == 1:
+                for stmt in _MIGRATE_1_2.split(";"):
+                    if stmt.strip():
+                        conn.execute(stmt)
+            conn.execute(f"PRAGMA user_version={max(version, SCHEMA_VERSION)}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _error(self, e: sqlite3.Error) -> StoreError:
+        """One clear message for each way SQLite can fail on a user's machine."""
+        msg, where = str(e), repr(str(self.paths.root))
+        if "locked" in msg or "busy" in msg:
+            return StoreError(f"store {where} is locked by another process (waited {self.timeout:g} s); "
+                              "try again when it finishes")
+        if "full" in msg:
+            return StoreError(f"store {where}: the disk is full ({msg}); this write was rolled back, earlier "
+                              "runs and checkpoints are intact — free space and `groklab resume` the run")
+        if "readonly" in msg or "read-only" in msg:
+            return StoreError(f"store {where} is read-only ({msg}); give --store a writable directory")
+        if "not a database" in msg or "malformed" in msg:
+            return StoreError(f"{str(self.paths.db)!r} is not a groklab store (not an SQLite database, or "
+                              f"corrupt: {msg})")
+        if "unable to open" in msg:
+            return StoreError(f"cannot open the store {where} ({msg}); give --store a writable directory")
+        return StoreError(f"store {where}: {msg}")
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: all of it is committed or none of it."""
+        conn = self.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            raise self._error(e) from None
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as e:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:  # the connection is unusable; SQLite discards the transaction
+                    pass
+            if isinstance(e, sqlite3.Error):
+                raise self._error(e) from None
+            raise
+
+    def _read(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
+        try:
+            return self.conn.execute(sql, params).fetchall()
+        except sqlite3.Error as e:
+            raise self._error(e) from None
 
     def exists(self) -> bool:
         return self.paths.db.exists()
@@ -116,59 +273,73 @@ class Store:
                     sweep: str | None = None) -> list[int]:
         """Insert one 'running' row per member in one transaction; return their ids."""
         now = _now()
+        host, pid, pstart = _owner()
         ids = []
-        with _tx(self.conn):
+        with self._tx() as conn:
             for member, (cfg_json, name) in enumerate(zip(cfg_jsons, names)):
-                cur = self.conn.execute(
+                cur = conn.execute(
                     "INSERT INTO runs (name, created, updated, status, cfg_json, group_id, member, sweep,"
-                    " groklab_version, torch_version, git_sha) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    " groklab_version, torch_version, git_sha, owner_host, owner_pid, owner_start, heartbeat)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (name, now, now, "running", cfg_json, group, member, sweep,
-                     env.get("groklab_version"), env.get("torch_version"), env.get("git_sha")))
+                     env.get("groklab_version"), env.get("torch_version"), env.get("git_sha"),
+                     host, pid, pstart, time.time()))
                 ids.append(int(cur.lastrowid))
         return ids
 
     def log_metrics(self, rows: Iterable[tuple[int, int, str, float]]) -> None:
-        with _tx(self.conn):
-            self.conn.executemany("INSERT OR REPLACE INTO metrics (run_id, step, key, value) VALUES (?,?,?,?)",
-                                  list(rows))
+        """Insert metric rows and refresh the heartbeat of their runs (one transaction)."""
+        rows = list(rows)
+        beat = time.time()
+        with self._tx() as conn:
+            conn.executemany("INSERT OR REPLACE INTO metrics (run_id, step, key, value) VALUES (?,?,?,?)", rows)
+            conn.executemany("UPDATE runs SET heartbeat=? WHERE id=?",
+                             [(beat, run_id) for run_id in sorted({r[0] for r in rows})])
 
     def update_runs(self, updates: dict[int, tuple[str, dict]]) -> None:
-        """Set status and summary of several runs at once: {run_id: (status, summary)}."""
+        """Set status and summary of several runs at once: {run_id: (status, summary)}.
+
+        Setting `running` makes this process the rows' owner (a resumed run changes hands)."""
         now = _now()
-        with _tx(self.conn):
+        host, pid, pstart = _owner()
+        with self._tx() as conn:
             for run_id, (status, summary) in updates.items():
-                self.conn.execute("UPDATE runs SET status=?, summary_json=?, updated=? WHERE id=?",
-                                  (status, json.dumps(summary), now, run_id))
+                if status == "running":
+                    conn.execute("UPDATE runs SET status=?, summary_json=?, updated=?, owner_host=?, owner_pid=?,"
+                                 " owner_start=?, heartbeat=? WHERE id=?",
+                                 (status, json.dumps(summary), now, host, pid, pstart, time.time(), run_id))
+                else:
+                    conn.execute("UPDATE runs SET status=?, summary_json=?, updated=? WHERE id=?",
+                                 (status, json.dumps(summary), now, run_id))
 
     def truncate_metrics(self, run_ids: list[int], after_step: int) -> None:
         """Drop metrics logged after a checkpoint: a resumed run recomputes them."""
-        with _tx(self.conn):
-            self.conn.executemany("DELETE FROM metrics WHERE run_id=? AND step>?",
-                                  [(r, after_step) for r in run_ids])
+        with self._tx() as conn:
+            conn.executemany("DELETE FROM metrics WHERE run_id=? AND step>?", [(r, after_step) for r in run_ids])
 
     # ---------------------------------------------------------------- reads
     def get(self, run_id: int) -> dict[str, Any]:
-        row = self.conn.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
-        if row is None:
+        rows = self._read("SELECT * FROM runs WHERE id=?", (run_id,))
+        if not rows:
             raise KeyError(run_id)
-        return _row(row)
+        return _row(rows[0])
 
     def list(self, sweep: str | None = None) -> list[dict[str, Any]]:
         if not self.exists():
             return []
         if sweep is None:
-            rows = self.conn.execute("SELECT * FROM runs ORDER BY id").fetchall()
+            rows = self._read("SELECT * FROM runs ORDER BY id")
         else:
-            rows = self.conn.execute("SELECT * FROM runs WHERE sweep=? ORDER BY id", (sweep,)).fetchall()
+            rows = self._read("SELECT * FROM runs WHERE sweep=? ORDER BY id", (sweep,))
         return [_row(r) for r in rows]
 
     def group(self, group: str) -> list[dict[str, Any]]:
-        rows = self.conn.execute("SELECT * FROM runs WHERE group_id=? ORDER BY member", (group,)).fetchall()
+        rows = self._read("SELECT * FROM runs WHERE group_id=? ORDER BY member", (group,))
         return [_row(r) for r in rows]
 
     def metrics(self, run_id: int) -> pd.DataFrame:
         """Metrics of one run, one row per evaluation step, one column per key."""
-        rows = self.conn.execute("SELECT step, key, value FROM metrics WHERE run_id=?", (run_id,)).fetchall()
+        rows = self._read("SELECT step, key, value FROM metrics WHERE run_id=?", (run_id,))
         if not rows:
             return pd.DataFrame({"step": pd.Series(dtype=int)})
         long = pd.DataFrame([tuple(r) for r in rows], columns=["step", "key", "value"])
@@ -177,15 +348,16 @@ class Store:
         return wide
 
 
-@contextmanager
-def _tx(conn: sqlite3.Connection) -> Iterator[None]:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+def liveness(row: dict[str, Any], now: float | None = None) -> bool | None:
+    """Is the process of a `running` row alive? True / False (lost: killed, host rebooted) /
+    None (not running, or an old row without an owner). On this host the owner's pid (and its
+    start time) decides; on another host, a heartbeat older than STALE_S means lost."""
+    if row.get("status") != "running" or row.get("owner_pid") is None:
+        return None
+    if row.get("owner_host") == socket.gethostname():
+        return _pid_alive(int(row["owner_pid"]), row.get("owner_start"))
+    beat = row.get("heartbeat")
+    return beat is not None and (now or time.time()) - float(beat) < STALE_S
 
 
 def _row(row: sqlite3.Row) -> dict[str, Any]:

@@ -45,7 +45,7 @@ class SweepReport:
 def run_sweep(source: str | dict | SweepSpec, *, grid: dict[str, Sequence] | None = None,
               overrides: Sequence[str] = (), name: str | None = None, seeds: Any = None,
               store=None, backend: str = "local", pack: int | None = None, workers: int | None = None,
-              address: str | None = None, max_retries: int = 2, dry_run: bool = False,
+              address: str | None = None, max_retries: int = 2, storage=None, dry_run: bool = False,
               on_plan: Callable[[Plan], None] | None = None,
               on_done: Callable[[GroupOutcome], None] = lambda o: None) -> SweepReport:
     """Plan and execute a sweep (the Python side of `groklab sweep`).
@@ -61,6 +61,8 @@ def run_sweep(source: str | dict | SweepSpec, *, grid: dict[str, Sequence] | Non
         pack, workers: members per ensemble and parallel workers (default: per device).
         address: Ray cluster address (``"auto"`` joins a running cluster; None starts one).
         max_retries: Ray task retries before a group is reported failed.
+        storage: Ray: a directory every node sees for the groups' stores and checkpoints while
+            they run (default: the driver's store when the cluster runs on this host).
         dry_run: plan only.
         on_plan, on_done: callbacks with the plan and with each finished group.
     Returns:
@@ -78,19 +80,21 @@ def run_sweep(source: str | dict | SweepSpec, *, grid: dict[str, Sequence] | Non
         with ray_session(address):
             plan = plan_sweep(spec.name, cfgs, st, pack=pack, workers=workers, resources=ray_resources(),
                               threads=1)
-            return _execute(spec, plan, st, backend, on_plan, on_done, address, max_retries, dry_run)
+            return _execute(spec, plan, st, backend, on_plan, on_done, address, max_retries, dry_run, storage)
     plan = plan_sweep(spec.name, cfgs, st, pack=pack, workers=workers)
-    return _execute(spec, plan, st, backend, on_plan, on_done, address, max_retries, dry_run)
+    return _execute(spec, plan, st, backend, on_plan, on_done, address, max_retries, dry_run, storage)
 
 
-def _execute(spec, plan, st, backend, on_plan, on_done, address, max_retries, dry_run) -> SweepReport:
+def _execute(spec, plan, st, backend, on_plan, on_done, address, max_retries, dry_run,
+             storage=None) -> SweepReport:
     if on_plan is not None:
         on_plan(plan)
     report = SweepReport(spec, plan, st)
     if dry_run:
         return report
     t0 = time.perf_counter()
-    report.outcomes = execute(plan, st, backend, on_done, address=address, max_retries=max_retries)
+    report.outcomes = execute(plan, st, backend, on_done, address=address, max_retries=max_retries,
+                              storage=storage)
     report.seconds = time.perf_counter() - t0
     return report
 

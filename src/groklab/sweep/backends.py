@@ -4,11 +4,15 @@
   GPU), each worker on one torch thread. Every worker opens the store itself and trains with it
   (SQLite WAL serializes the writers), so an interrupted group keeps its checkpoint and resumes.
   With one worker the groups run in this process (no pool: tests, debugging, a single GPU).
-- **ray**: each group is a Ray task declaring `num_cpus` / `num_gpus`; workers train into a
-  throw-away store of their own and return statuses, summaries, metric histories and the
-  checkpoint; the driver writes them into the store (:func:`record_result`), so workers need no
-  shared filesystem. Failed tasks are retried (`max_retries`) and then reported and stored as
-  `failed` — never dropped. A Ray group runs start to finish: an interrupted one reruns.
+- **ray**: each group is a Ray task declaring `num_cpus` / `num_gpus`. The driver creates the
+  group's rows before submitting it, so every attempt of the task trains the same group and a
+  retry (worker lost, node preempted, exception) resumes from the group's last checkpoint instead
+  of step 0. Where the task writes (:func:`_ray_root`): on a cluster whose nodes all run on this
+  host, straight into the driver's store, as the local backend does; with ``storage=DIR`` (a path
+  every node sees, e.g. NFS), into a store of the group's own under ``DIR/<group>``, copied into
+  the driver's store when the group ends (:func:`record_result`); on a remote cluster without
+  ``storage``, into a throw-away store, so there a retry starts over. Tasks failing every retry
+  (`max_retries`) are reported and stored as `failed` — never dropped.
 
 Ctrl-C stops cleanly: pending groups are cancelled, running workers are told to stop (the engine
 marks their runs `stopped` at the last checkpoint), and re-running the sweep resumes them.
@@ -225,11 +229,8 @@ def record_result(store, results, *, sweep: str | None = None, group: str | None
                 rows.append((run_id, step, key, float(value)))
     store.log_metrics(rows)
     if checkpoint is not None:
-        path = store.paths.checkpoint(group)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_bytes(checkpoint)
-        os.replace(tmp, path)
+        from ..train.checkpoint import atomic_write
+        atomic_write(store.paths.checkpoint(group), checkpoint, what="checkpoint")
     store.update_runs({i: (r.status, r.summary) for i, r in zip(ids, results)})
     return ids
 
@@ -250,23 +251,66 @@ def _record_failure(store, sweep: str, group: Group, error: str) -> tuple[str, l
 
 # ---------------------------------------------------------------- Ray backend
 
-def _ray_train(sweep: str, cfgs: list[RunCfg]) -> dict:
-    """A Ray task: train one group into a temporary store; return everything the driver stores."""
+def _ray_train(root: str | None, sweep: str, cfgs: list[RunCfg], gid: str, copy_back: bool) -> dict:
+    """A Ray task: train group `gid` into the store at `root` (None: a throw-away one), resuming
+    the checkpoint an earlier attempt left there; return what the driver needs to report (and,
+    with `copy_back`, to store: metric histories and the checkpoint)."""
     import tempfile
 
     from ..store import Store
     from ..train import train
     from ..train.engine import environment
 
-    with tempfile.TemporaryDirectory(prefix="groklab-ray-") as tmp:
-        st = Store(tmp)
-        results = train(cfgs, store=st, progress=False, sweep=sweep)
-        gid = st.get(results[0].run_id)["group_id"]
+    try:  # SIGTERM (Ray stopping the worker, a preempted node) stops like Ctrl-C: rows `stopped`
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    except ValueError:  # not the main thread of the worker: Ray's own handling stays
+        previous = None
+    tmp = tempfile.TemporaryDirectory(prefix="groklab-ray-") if root is None else None
+    st = Store(tmp.name if tmp else root)
+    try:
+        if not st.group(gid):
+            st.create_runs([config_json(c) for c in cfgs], [c.name for c in cfgs], gid, environment(), sweep)
+        results = train(cfgs, store=st, progress=False, sweep=sweep, group=gid)
+        out = {"runs": [{"status": r.status, "summary": r.summary,
+                         "metrics": r.metrics.to_dict("records") if copy_back else []} for r in results],
+               "checkpoint": None, "env": environment()}
         ckpt = st.paths.checkpoint(gid)
-        data = ckpt.read_bytes() if ckpt.exists() else None
+        if copy_back and ckpt.exists():
+            out["checkpoint"] = ckpt.read_bytes()
+        return out
+    finally:
         st.close()
-    return {"runs": [{"status": r.status, "summary": r.summary, "metrics": r.metrics.to_dict("records")}
-                     for r in results], "checkpoint": data, "env": environment()}
+        if tmp is not None:
+            tmp.cleanup()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _ray_is_local(ray) -> bool:
+    """Do all of the cluster's live nodes run on this host (so they see the driver's files)?"""
+    here = ray.util.get_node_ip_address()
+    return all(n.get("NodeManagerAddress") == here for n in ray.nodes() if n.get("Alive"))
+
+
+def _ray_root(store, storage: str | Path | None, local: bool, gid: str) -> tuple[str | None, bool]:
+    """(the store a group's task writes, whether the driver copies its results back)."""
+    if storage is not None:
+        return str(Path(storage).resolve() / gid), True
+    if local:
+        return str(store.paths.root.resolve()), False
+    return None, True
+
+
+def _new_rows(store, sweep: str, group: Group) -> str:
+    """Create a new group's rows in the driver's store (status running); return its id."""
+    from ..train.engine import environment
+    gid = uuid.uuid4().hex[:12]
+    store.create_runs([config_json(c) for c in group.cfgs], [c.name for c in group.cfgs], gid, environment(), sweep)
+    return gid
 
 
 def _ray_gpu_free() -> int:
@@ -306,17 +350,20 @@ def ray_session(address: str | None = None):
 
 
 def run_ray(plan: Plan, store, on_done: OnDone = lambda o: None, address: str | None = None,
-            max_retries: int = 2) -> list[GroupOutcome]:
-    """Execute the plan as Ray tasks; this process (the driver) writes every result to `store`.
+            max_retries: int = 2, storage: str | Path | None = None) -> list[GroupOutcome]:
+    """Execute the plan as Ray tasks; every result reaches `store` (see the module docstring).
 
     Uses the running Ray instance if there is one, else connects to `address` (None starts a
-    local instance, shut down afterwards).
+    local instance, shut down afterwards). `storage`: a directory every node sees, where tasks
+    keep each group's store and checkpoints while they run (default: the driver's store when the
+    cluster runs on this host).
     """
     with ray_session(address) as ray:
-        return _run_ray(ray, plan, store, on_done, max_retries)
+        return _run_ray(ray, plan, store, on_done, max_retries, storage)
 
 
-def _run_ray(ray, plan: Plan, store, on_done: OnDone, max_retries: int) -> list[GroupOutcome]:
+def _run_ray(ray, plan: Plan, store, on_done: OnDone, max_retries: int,
+             storage: str | Path | None = None) -> list[GroupOutcome]:
     import pandas as pd
 
     from ..train.engine import RunResult
@@ -325,14 +372,18 @@ def _run_ray(ray, plan: Plan, store, on_done: OnDone, max_retries: int) -> list[
     task = ray.remote(_ray_train)
     refs: dict = {}
     outcomes: list[GroupOutcome] = []
+    local = storage is None and _ray_is_local(ray)
     try:
         for g in plan.groups:
+            g = g if g.group_id else replace(g, group_id=_new_rows(store, plan.sweep, g))
+            root, copy_back = _ray_root(store, storage, local, g.group_id)
             opts = dict(num_cpus=1, num_gpus=1 if gpu else 0, max_retries=max_retries, retry_exceptions=True)
-            refs[task.options(**opts).remote(plan.sweep, list(g.cfgs))] = (g, time.perf_counter())
+            ref = task.options(**opts).remote(root, plan.sweep, list(g.cfgs), g.group_id, copy_back)
+            refs[ref] = (g, time.perf_counter(), copy_back)
         pending = list(refs)
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
-            g, t0 = refs[ready[0]]
+            g, t0, copy_back = refs[ready[0]]
             try:
                 out = ray.get(ready[0])
             except Exception as e:  # retries exhausted: report and store as failed
@@ -343,10 +394,12 @@ def _run_ray(ray, plan: Plan, store, on_done: OnDone, max_retries: int) -> list[
             else:
                 results = [RunResult(None, c, r["status"], r["summary"], pd.DataFrame(r["metrics"]))
                            for c, r in zip(g.cfgs, out["runs"])]
-                ids = record_result(store, results, sweep=plan.sweep, group=g.group_id, checkpoint=out["checkpoint"],
-                                    env=out["env"])
-                outcome = GroupOutcome(g, g.group_id or store.get(ids[0])["group_id"], ids,
-                                       [r.status for r in results], [r.summary for r in results])
+                if copy_back:
+                    ids = record_result(store, results, sweep=plan.sweep, group=g.group_id,
+                                        checkpoint=out["checkpoint"], env=out["env"])
+                else:  # the task wrote the driver's store itself
+                    ids = [r["id"] for r in store.group(g.group_id)]
+                outcome = GroupOutcome(g, g.group_id, ids, [r.status for r in results], [r.summary for r in results])
             outcome.seconds = time.perf_counter() - t0
             outcomes.append(outcome)
             on_done(outcome)
@@ -361,14 +414,15 @@ def _run_ray(ray, plan: Plan, store, on_done: OnDone, max_retries: int) -> list[
 
 
 def execute(plan: Plan, store, backend: str = "local", on_done: OnDone = lambda o: None,
-            address: str | None = None, max_retries: int = 2) -> list[GroupOutcome]:
+            address: str | None = None, max_retries: int = 2, storage: str | Path | None = None
+            ) -> list[GroupOutcome]:
     """Run a plan's groups on `backend` ('local' or 'ray'); return one outcome per group."""
     if not plan.groups:
         return []
     if backend == "local":
         return run_local(plan, store.paths.root, on_done)
     if backend == "ray":
-        return run_ray(plan, store, on_done, address=address, max_retries=max_retries)
+        return run_ray(plan, store, on_done, address=address, max_retries=max_retries, storage=storage)
     from ..config import ConfigError
     raise ConfigError(f"--backend={backend!r} must be one of 'local', 'ray'")
 

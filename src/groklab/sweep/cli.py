@@ -76,6 +76,7 @@ def cmd_sweep(args) -> int:
     try:
         report = run_sweep(spec, store=args.store, backend=args.backend, pack=args.pack, workers=args.workers,
                            address=args.address, max_retries=args.retries if args.retries is not None else 2,
+                           storage=args.storage,
                            dry_run=args.dry_run, on_plan=on_plan, on_done=on_done)
     except KeyboardInterrupt:
         print(f"groklab: sweep {spec.name} interrupted; runs were left resumable — run the same command again "
@@ -254,6 +255,8 @@ def register(add) -> None:
     sp.add_argument("--workers", type=int, help="parallel workers (default: one per core; one per GPU)")
     sp.add_argument("--pack", type=int, help="max runs per vectorized ensemble (default: 1 on CPU; by memory on GPU)")
     sp.add_argument("--retries", type=int, help="Ray: retries of a failed group (default 2)")
+    sp.add_argument("--storage", help="Ray: a directory every node sees, for checkpoints while groups run, so a "
+                                      "retried group resumes (default: the store, when the cluster is this host)")
     sp.add_argument("--dry-run", action="store_true", help="print the plan and its groups, train nothing")
     sp.add_argument("--list", action="store_true", help="list sweep presets")
     sp.add_argument("--json", action="store_true", help="print a JSON report at the end (progress on stderr)")

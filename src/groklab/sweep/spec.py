@@ -29,7 +29,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..config import (ConfigError, RunCfg, describe_tomls, from_dict, load_config, read_source, to_dict,
+from ..config import (ConfigError, RunCfg, _read_text, describe_tomls, from_dict, load_config, read_source, to_dict,
                       with_overrides)
 
 try:  # Python >= 3.11
@@ -185,7 +185,7 @@ def _read(source: str) -> tuple[dict, Path | None, bool]:
         if not path.is_file():
             raise ConfigError(f"sweep file {source!r} does not exist")
         try:
-            tree = tomllib.loads(path.read_text())
+            tree = tomllib.loads(_read_text(path))
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{source}: invalid TOML: {e}") from None
         return tree, path.parent, "axes" in tree or "base" in tree

@@ -3,23 +3,36 @@
 Batches and dropout masks are functions of the step (`groklab.rng`), so the only random state is
 the members' CPU noise generators: a checkpoint written on a GPU resumes on a CPU and back.
 
-Written to a temporary file, flushed and renamed, so a kill at any moment leaves either the old
-checkpoint or the new one, never a torn file.
+Written to a temporary file, fsynced, renamed over the old one and the directory fsynced, so a kill
+or power loss at any moment leaves either the old checkpoint or the new one, never a torn file. A
+failed write (disk full) removes the temporary file and raises :class:`CheckpointError`; the
+previous checkpoint stays loadable. Reading checks the file before trusting it: a pickle or
+``torch.save`` archive is refused without being unpickled, and a truncated or tampered file fails
+its size and SHA-256 checks with a message naming the file.
 """
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as _load_bytes
+from safetensors.torch import save as _save_bytes
 
 from .optim import FlatParams, MemberOptimizer
 
 # 2: batches and dropout from counter-based streams (no data/torch RNG states). A format-1
 # checkpoint still loads; its run continues with the new batch streams.
 FORMAT = "groklab-checkpoint-2"
+_MAX_HEADER = 100 * 2**20  # safetensors' own bound on the JSON header
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be written (disk full) or is not one groklab wrote intact (pickle,
+    truncated, tampered). The CLI prints it as one line and exits with code 2."""
 
 
 def _gen_states(gens: list[torch.Generator]) -> torch.Tensor:
@@ -29,36 +42,142 @@ def _gen_states(gens: list[torch.Generator]) -> torch.Tensor:
 def save_checkpoint(path: Path, flat: FlatParams, opt: MemberOptimizer, noise_gens: list[torch.Generator],
                     meta: dict) -> None:
     tensors = {"params": flat.data, **opt.state(), "rng.noise": _gen_states(noise_gens)}
-    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     layout = [[n, list(s), sl.start, sl.stop] for n, s, sl in zip(flat.names, flat.shapes, flat.slices)]
-    metadata = {"meta": json.dumps(meta), "layout": json.dumps(layout), "format": FORMAT}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    save_file(tensors, str(tmp), metadata=metadata)
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_tensors(path, tensors, {"meta": json.dumps(meta), "layout": json.dumps(layout)})
 
 
 def load_checkpoint(path: Path, flat: FlatParams, opt: MemberOptimizer, noise_gens: list[torch.Generator]) -> dict:
     """Restore everything in place, onto the run's device; return the metadata (step, wall, members)."""
-    tensors = load_file(str(path))
-    with torch.no_grad():
-        flat.data.copy_(tensors["params"])
-    opt.load_state({k: v.to(flat.data.device) for k, v in tensors.items() if k.startswith("opt.")})
-    for g, s in zip(noise_gens, tensors["rng.noise"]):
-        g.set_state(s.clone())
-    return json.loads(_metadata(path)["meta"])
-
-
-def _metadata(path: Path) -> dict:
-    from safetensors import safe_open
-    with safe_open(str(path), framework="pt") as fh:
-        return fh.metadata()
+    tensors, metadata = read_tensors(path)
+    try:
+        with torch.no_grad():
+            flat.data.copy_(tensors["params"])
+        opt.load_state({k: v.to(flat.data.device) for k, v in tensors.items() if k.startswith("opt.")})
+        for g, s in zip(noise_gens, tensors["rng.noise"]):
+            g.set_state(s.clone())
+        return json.loads(metadata["meta"])
+    except (KeyError, RuntimeError, ValueError, TypeError) as e:  # shapes or keys from another config
+        why = str(e).splitlines()[0] if str(e) else repr(e)
+        raise CheckpointError(f"checkpoint {str(path)!r} does not fit this run ({type(e).__name__}: {why}); was it "
+                              "copied from another run?") from None
 
 
 def member_weights(path: Path, member: int) -> dict[str, torch.Tensor]:
     """Named weights of one member (shapes without the member dim), for analyses."""
-    layout = json.loads(_metadata(path)["layout"])
-    params = load_file(str(path))["params"][member]
+    tensors, metadata = read_tensors(path)
+    layout = json.loads(metadata["layout"])
+    params = tensors["params"][member]
     return {name: params[a:b].reshape(shape[1:]) for name, shape, a, b in layout}
+
+
+# ---------------------------------------------------------------- the write and read helpers
+
+def _digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over names, dtypes, shapes and bytes, in name order (the file's own order)."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name]
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def write_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Write a checkpoint atomically (temporary file, fsync, rename, fsync of the directory)."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    data = _save_bytes(tensors, metadata={**metadata, "format": FORMAT, "sha256": _digest(tensors)})
+    atomic_write(path, data, what="checkpoint")
+
+
+def atomic_write(path: Path, data: bytes, what: str = "file") -> None:
+    """Replace `path` by `data` so that a crash leaves the old or the new file, never a torn one."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob(f"{path.name}.tmp*"):  # left by a writer killed mid-write
+            stale.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)  # the bytes reach the disk before the rename makes them the checkpoint
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)  # ... and the rename itself survives a power loss
+    except OSError as e:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        why = "the disk is full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else (e.strerror or str(e))
+        kept = "the previous one is intact" if path.exists() else "none was written before"
+        raise CheckpointError(f"cannot write {what} {str(path)!r}: {why}; {kept} — free space and "
+                              "`groklab resume` the run") from None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # platforms without directory handles (Windows)
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and metadata of a checkpoint, after checking that groklab wrote it intact."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist") from None
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {e.strerror}") from None
+    metadata = _check_header(path, data)
+    try:
+        tensors = _load_bytes(data)
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt ({e})") from None
+    if "sha256" in metadata and _digest(tensors) != metadata["sha256"]:
+        raise CheckpointError(f"checkpoint {str(path)!r} fails its SHA-256 check: its contents were changed "
+                              "after groklab wrote it")
+    return tensors, metadata
+
+
+def _check_header(path: Path, data: bytes) -> dict[str, str]:
+    """Refuse anything that is not a complete groklab safetensors file, without unpickling it."""
+    name = repr(str(path))
+    if data[:1] == b"\x80" or data[:4] == b"PK\x03\x04":  # pickle protocol 2+ / torch.save zip archive
+        raise CheckpointError(f"checkpoint {name} is a pickle (torch.save) file; groklab never unpickles "
+                              "checkpoints (unpickling runs code) — only safetensors files it wrote are loaded")
+    if len(data) < 8:
+        raise CheckpointError(f"checkpoint {name} is truncated ({len(data)} bytes)")
+    n = int.from_bytes(data[:8], "little")
+    if n > _MAX_HEADER or 8 + n > len(data):
+        raise CheckpointError(f"checkpoint {name} is truncated or not a safetensors file "
+                              f"(header of {n} bytes in a {len(data)}-byte file)")
+    try:
+        header = json.loads(data[8:8 + n])
+        metadata = header.get("__metadata__") or {}
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError):
+        raise CheckpointError(f"checkpoint {name} is not a safetensors file (unreadable header)") from None
+    if metadata.get("format") not in (FORMAT, "groklab-checkpoint-1"):
+        raise CheckpointError(f"{name} is not a groklab checkpoint (format {metadata.get('format')!r}, "
+                              f"expected {FORMAT!r})")
+    if 8 + n + max(ends, default=0) != len(data):
+        raise CheckpointError(f"checkpoint {name} is truncated ({len(data)} bytes, the header promises "
+                              f"{8 + n + max(ends, default=0)})")
+    return metadata
+

@@ -19,7 +19,6 @@ import contextlib
 import math
 import os
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from ..store import Store
 from .checkpoint import load_checkpoint, save_checkpoint
 from .losses import LOSSES, correct
 from .optim import FlatParams, MemberHParams, MemberOptimizer
+from .progress import progress_bar, update_bar
 from .sampler import Sampler
 from .schedule import eval_steps, lr_factor, phase_at
 from .step import StepInputs, TrainStep, autocast
@@ -228,7 +228,7 @@ def train(cfgs: RunCfg | Sequence[RunCfg], *, store: Store | None = None, hooks:
     with numerics(tc):
         run = _Run(cfgs, store, sweep, group)
         evals, step, done = set(eval_steps(tc)), run.start, False
-        bar = _progress(progress, tc.steps, step)
+        bar = progress_bar(progress, tc.steps, step)
         try:
             run.sync_phase(step)
             if step == 0:
@@ -390,7 +390,7 @@ class _Run:
             self.store.log_metrics(rows)
         for hook in hooks:
             hook(step, self.state)
-        _update_bar(bar, step, self.state.last, self.start, self.t0)
+        update_bar(bar, step, self.state.last, self.start, self.t0)
         return all(s != "running" for s in members.status)
 
     def checkpoint(self, step: int) -> None:
@@ -437,25 +437,3 @@ def _summary(members: _Members, i: int, hist: list[dict], step: int, start: int,
         "steps_per_second": round((step - start) / elapsed, 3) if elapsed > 0 and step > start else None,
         **counts,
     }
-
-
-def _progress(enabled: bool, total: int, start: int):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-    # One rate, labelled: groklab's average since (re)start, not tqdm's instantaneous one.
-    fmt = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]"
-    return tqdm(total=total, initial=start, file=sys.stderr, unit="step", dynamic_ncols=True, leave=True,
-                bar_format=fmt)
-
-
-def _update_bar(bar, step: int, last: list[dict], start: int, t0: float) -> None:
-    if bar is None:
-        return
-    bar.update(step - bar.n)
-    live = [r for r in last if r]
-    if live:
-        mean = lambda k: sum(r[k] for r in live) / len(live)  # noqa: E731
-        rate = (step - start) / max(1e-9, time.perf_counter() - t0)
-        bar.set_postfix_str(f"train {mean('train_acc'):.3f} val {mean('val_acc'):.3f}, avg {rate:.1f} steps/s",
-                            refresh=False)

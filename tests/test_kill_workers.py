@@ -1,0 +1,162 @@
+"""Kill anywhere, sweep workers: SIGKILL the process training a sweep group (found through the
+store's owner column) at seeded random steps, under the local and the Ray backend; the sweep
+resumes it (a re-run locally, a task retry on Ray) and every run equals an uninterrupted one
+exactly: metrics, summary and every tensor of its checkpoint."""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import groklab
+from groklab.store import Store
+from groklab.sweep import expand, load_spec, run_sweep
+from groklab.train import train
+from groklab.train.checkpoint import read_tensors
+
+from test_kill_anywhere import SEED, STEPS, VOLATILE, _assert_same, _db
+
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+
+RNG = random.Random(SEED + 1)
+SET = ["data.p=23", "train.threads=1", f"train.steps={STEPS}", "train.eval_every=20", "train.batch_size=64",
+       "train.early_stop=false", "train.checkpoint_every=15", "model.dropout=0.1"]
+
+
+def _spec(name: str, fracs: tuple[float, ...]):
+    return load_spec({"name": name, "base": "quickstart", "set": SET, "axes": {"data.frac_train": list(fracs)}})
+
+
+def _by_name(store: Store) -> dict[str, tuple]:
+    """Each run's (metrics, summary, checkpoint tensors), by run name."""
+    out = {}
+    for r in store.list():
+        metrics = store.metrics(r["id"]).drop(columns=["wall_time"])
+        summary = {k: v for k, v in r["summary"].items() if k not in VOLATILE}
+        tensors, _ = read_tensors(store.paths.checkpoint(r["group_id"]))
+        out[r["name"]] = ([metrics], [summary], tensors)
+    return out
+
+
+def _reference(spec, root: Path) -> dict[str, tuple]:
+    store = Store(root)
+    for cfg in expand(spec):
+        train(cfg, store=store, progress=False)
+    return _by_name(store)
+
+
+class Killer(threading.Thread):
+    """SIGKILLs the worker that owns a `running` row once its metrics pass the next target step;
+    records, per worker pid, the lowest last-logged step it saw (a resumed worker starts at its
+    checkpoint's step, a restarted one at 0)."""
+
+    def __init__(self, root: Path, targets: list[int]):
+        super().__init__(daemon=True)
+        self.root, self.targets, self.killed, self.stop = root, list(targets), [], threading.Event()
+        self.lowest: dict[int, int] = {}
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            owners = self._owners()
+            for pid, step in owners.items():
+                self.lowest[pid] = min(step, self.lowest.get(pid, step))
+            victim = next((pid for pid, step in owners.items() if self.targets and step >= self.targets[0]), None)
+            if victim is not None:
+                time.sleep(RNG.uniform(0, 0.02))
+                try:
+                    os.kill(victim, signal.SIGKILL)
+                    self.killed.append((victim, self.targets.pop(0)))
+                except ProcessLookupError:  # it finished just now
+                    pass
+            time.sleep(0.005)
+
+    def _owners(self) -> dict[int, int]:
+        """{worker pid: last logged step} of the running rows that a worker (not us) owns."""
+        if not (self.root / "groklab.db").exists():
+            return {}
+        try:
+            with _db(self.root) as conn:
+                rows = conn.execute(
+                    "SELECT r.owner_pid, MAX(m.step) FROM runs r JOIN metrics m ON m.run_id = r.id"
+                    " WHERE r.status = 'running' AND r.owner_pid != ? GROUP BY r.id", (os.getpid(),)).fetchall()
+        except Exception:  # noqa: BLE001 - the store is being created: look again
+            return {}
+        return {int(pid): int(step) for pid, step in rows}
+
+
+def _targets(n: int) -> list[int]:
+    # From step 30 on: a checkpoint (every 15 steps) exists, so a resumed worker cannot start at 0.
+    return [RNG.randint(30, STEPS - 40) for _ in range(n)]
+
+
+@pytest.mark.slow
+def test_local_sweep_worker_killed_resumes_exactly(tmp_path):
+    spec = _spec("kill-local", (0.3, 0.5))
+    want = _reference(spec, tmp_path / "ref")
+    root = tmp_path / "runs"
+    kills = 0
+    for round_ in range(2):  # a round with a kill, then the re-run that resumes and finishes
+        killer = Killer(root, _targets(1) if round_ == 0 else [])
+        killer.start()
+        # The re-run trains in this process (workers=1): it only has to resume, not be killed.
+        report = run_sweep(spec, store=Store(root), workers=2 if round_ == 0 else 1)
+        killer.stop.set()
+        killer.join()
+        kills += len(killer.killed)
+        if killer.killed:
+            assert report.failed, "a worker was killed but the sweep reported no failure"
+    assert kills == 1
+    store = Store(root)
+    assert [r["status"] for r in store.list()] == ["finished", "finished"]
+    got = _by_name(store)
+    assert set(got) == set(want)
+    for name in want:
+        _assert_same(got[name], want[name])
+
+
+@pytest.mark.slow
+def test_ray_worker_killed_retry_resumes_from_checkpoint(tmp_path, monkeypatch):
+    ray = pytest.importorskip("ray")
+    spec = _spec("kill-ray", (0.4,))
+    want = _reference(spec, tmp_path / "ref")
+    root = tmp_path / "runs"
+    # Ray's workers must import this checkout's groklab, whatever their working directory.
+    src = str(Path(groklab.__file__).resolve().parents[1])
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]))
+    killer = Killer(root, sorted(_targets(3)))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        killer.start()
+        report = run_sweep(spec, store=Store(root), backend="ray", max_retries=3)
+        killer.stop.set()
+        # A storage path the user names (e.g. on NFS): each group keeps its own store there while
+        # it runs, and the driver copies metrics and checkpoint into its store at the end.
+        shared = tmp_path / "shared"
+        named = run_sweep(spec, store=Store(tmp_path / "named"), backend="ray", storage=shared)
+    finally:
+        killer.stop.set()
+        ray.shutdown()
+    killer.join()
+    assert not named.failed
+    (gid,) = [o.group_id for o in named.outcomes]
+    assert (shared / gid / "groklab.db").exists() and (shared / gid / "groups" / gid).exists()
+    named_store = Store(tmp_path / "named")
+    (named_row,) = named_store.list()
+    assert named_row["group_id"] == gid and named_row["status"] == "finished"
+    _assert_same(_by_name(named_store)[named_row["name"]], want[named_row["name"]])
+    assert len(killer.killed) == 3 and len({pid for pid, _ in killer.killed}) == 3  # three workers died
+    assert not report.failed, [o.error for o in report.failed]
+    store = Store(root)
+    (row,) = store.list()
+    assert row["status"] == "finished"
+    # Each retry resumed from the checkpoint its killed predecessor wrote to the driver's store:
+    # no worker after the first ever showed a last-logged step below the first checkpoint.
+    first = killer.killed[0][0]
+    later = {pid: step for pid, step in killer.lowest.items() if pid != first}
+    assert len(later) >= 3 and min(later.values()) >= 15, killer.lowest
+    _assert_same(_by_name(store)[row["name"]], want[row["name"]])

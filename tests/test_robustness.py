@@ -1,0 +1,276 @@
+"""Stops, lost processes, full disks, diverging members, old stores, closed pipes, one rate.
+
+- SIGTERM stops a run like Ctrl-C: rows `stopped`, exit code 143, the checkpoint resumable.
+- `ls` tells a `running` row whose process is gone (`lost`) from a live one.
+- A full disk while writing a checkpoint or the store: one clear line, exit 2; the previous
+  checkpoint loads, and the resumed run equals an uninterrupted one.
+- A member poisoned with a huge lr diverges alone: the others' metrics do not change by one bit.
+- A schema-1 store is migrated in place; a closed stdout pipe ends the CLI quietly.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import groklab
+import groklab.train as gt
+from groklab import with_overrides
+from groklab.api import resume
+from groklab.cli import main
+from groklab.store import SCHEMA_VERSION, Store, liveness
+from groklab.train import checkpoint as ckpt_mod
+from groklab.train import train
+from groklab.train.checkpoint import read_tensors
+
+from conftest import tiny
+
+QUICK = ["--set", "data.p=23", "--set", "train.threads=1", "--set", "train.batch_size=64", "--set",
+         "train.eval_every=10", "--set", "train.checkpoint_every=10", "--set", "train.early_stop=false"]
+
+
+def _with_hook(monkeypatch, hook) -> None:
+    """Make the CLI's `train` call `hook(step, state)` at every evaluation."""
+    real = gt.train
+    monkeypatch.setattr(gt, "train", lambda cfgs, **kw: real(cfgs, hooks=[hook], **kw))
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+# ---------------------------------------------------------------- SIGTERM, lost processes
+
+def test_sigterm_stops_like_ctrl_c(tmp_path, capsys, monkeypatch):
+    def terminate_at_40(step, state):
+        if step >= 40:
+            os.kill(os.getpid(), signal.SIGTERM)  # what `timeout`, Slurm and Kubernetes send
+    _with_hook(monkeypatch, terminate_at_40)
+    store = tmp_path / "runs"
+    assert main(["run", "quickstart", "-q", "--store", str(store), *QUICK, "--set", "train.steps=2000"]) == 143
+    assert "terminated (SIGTERM)" in _one_error_line(capsys)
+    (row,) = Store(store).list()
+    assert row["status"] == "stopped"
+    assert signal.getsignal(signal.SIGTERM) is not main.__globals__["_on_sigterm"]  # handler restored
+    tensors, meta = read_tensors(Store(store).paths.checkpoint(row["group_id"]))
+    assert json.loads(meta["meta"])["step"] == 30  # the hook ran at the evaluation of 40, before its checkpoint
+
+
+def test_sigterm_stops_a_ray_task_like_ctrl_c(tmp_path, monkeypatch):
+    """The Ray task body (called here directly) installs the same SIGTERM → stop handler."""
+    from groklab.sweep.backends import _ray_train
+
+    def terminate_at_40(step, state):
+        if step >= 40:
+            os.kill(os.getpid(), signal.SIGTERM)  # what Ray sends a worker it stops
+    _with_hook(monkeypatch, terminate_at_40)
+    before = signal.getsignal(signal.SIGTERM)
+    store = Store(tmp_path / "runs")
+    with pytest.raises(KeyboardInterrupt):
+        _ray_train(str(store.paths.root), "s", [tiny(steps=2000)], "g1", copy_back=False)
+    assert [r["status"] for r in store.list()] == ["stopped"]
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_ls_tells_a_lost_run_from_a_live_one(tmp_path, capsys):
+    store = Store(tmp_path / "runs")
+    live = store.create_runs(["{}"], ["live"], "g1", {})[0]
+    pid = os.fork()
+    if pid == 0:  # a process that creates its run, then dies without a word
+        try:
+            Store(tmp_path / "runs").create_runs(["{}"], ["killed"], "g2", {})
+        finally:
+            os.kill(os.getpid(), signal.SIGKILL)
+    os.waitpid(pid, 0)
+    rows = {r["name"]: r for r in store.list()}
+    assert liveness(rows["live"]) is True and liveness(rows["killed"]) is False
+    # A reused pid is not the owner: same pid, another start time.
+    store.conn.execute("UPDATE runs SET owner_start='1' WHERE id=?", (live,))
+    assert liveness(store.get(live)) is False
+    # Another host: judged by the heartbeat.
+    store.conn.execute("UPDATE runs SET owner_host='elsewhere', heartbeat=? WHERE id=?", (time.time(), live))
+    assert liveness(store.get(live)) is True
+    store.conn.execute("UPDATE runs SET heartbeat=? WHERE id=?", (time.time() - 3600, live))
+    assert liveness(store.get(live)) is False
+    store.conn.execute("UPDATE runs SET status='finished' WHERE id=?", (live,))
+    assert liveness(store.get(live)) is None
+    assert main(["ls", "--store", str(store.paths.root)]) == 0
+    out = capsys.readouterr().out
+    assert "killed" in out and " lost " in out and "groklab resume ID" in out
+    assert main(["ls", "--json", "--store", str(store.paths.root)]) == 0
+    by_name = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert by_name["killed"]["status"] == "running" and by_name["killed"]["alive"] is False
+
+
+def test_resume_refuses_a_run_that_is_still_running(tmp_path, capsys):
+    store = Store(tmp_path / "runs")
+    store.create_runs(["{}"], ["busy"], "g", {})
+    proc = subprocess.Popen(["sleep", "30"])  # stands in for the process training it
+    try:
+        store.conn.execute("UPDATE runs SET owner_pid=?, owner_start=NULL", (proc.pid,))
+        assert main(["resume", "1", "--store", str(store.paths.root)]) == 2
+        assert f"run 1 is still running (process {proc.pid}" in _one_error_line(capsys)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_heartbeat_follows_metrics(tmp_path):
+    store = Store(tmp_path / "runs")
+    (rid,) = store.create_runs(["{}"], ["x"], "g", {})
+    store.conn.execute("UPDATE runs SET heartbeat=0 WHERE id=?", (rid,))
+    store.log_metrics([(rid, 0, "val_acc", 0.5)])
+    assert time.time() - store.get(rid)["heartbeat"] < 60
+
+
+# ---------------------------------------------------------------- disk full
+
+def test_disk_full_while_checkpointing(tmp_path, capsys, monkeypatch):
+    calls = [0]
+    real = ckpt_mod._write_all
+
+    def full_on_third(fd, data):
+        calls[0] += 1
+        if calls[0] == 3:
+            os.write(fd, data[: len(data) // 3])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd, data)
+    monkeypatch.setattr(ckpt_mod, "_write_all", full_on_third)
+    root = tmp_path / "runs"
+    args = ["run", "quickstart", "-q", "--store", str(root), *QUICK, "--set", "train.steps=60",
+            "--set", "model.dropout=0.1"]
+    assert main(args) == 2
+    line = _one_error_line(capsys)
+    assert "the disk is full" in line and "the previous one is intact" in line
+    store = Store(root)
+    (row,) = store.list()
+    path = store.paths.checkpoint(row["group_id"])
+    _, meta = read_tensors(path)  # the second checkpoint, whole
+    assert json.loads(meta["meta"])["step"] == 20
+    assert not list(path.parent.glob("*.tmp*"))
+    monkeypatch.setattr(ckpt_mod, "_write_all", real)  # space freed: resume and finish
+    (rec,) = resume(row["id"], store)
+    assert main([*args[:4], str(tmp_path / "ref"), *args[5:]]) == 0
+    ref = Store(tmp_path / "ref")
+    want = ref.metrics(1).drop(columns=["wall_time"])
+    assert rec.status == "finished" and rec.metrics.drop(columns=["wall_time"]).equals(want)
+
+
+def test_disk_full_while_writing_the_store(tmp_path, capsys, monkeypatch):
+    real_open = Store._open
+
+    def small_disk(self):
+        # SQLite's own size cap stands in for the disk: a few pages beyond the new store's size.
+        conn = real_open(self)
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count={pages + 3}")
+        return conn
+    monkeypatch.setattr(Store, "_open", small_disk)
+    root = tmp_path / "runs"
+    assert main(["run", "quickstart", "-q", "--store", str(root), *QUICK, "--set", "train.steps=1000"]) == 2
+    line = _one_error_line(capsys)
+    assert "the disk is full" in line and "rolled back" in line
+    monkeypatch.setattr(Store, "_open", real_open)
+    store = Store(root)
+    (row,) = store.list()
+    assert store.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert store.metrics(row["id"])["step"].max() >= 30  # what was written before stays
+    _, meta = read_tensors(store.paths.checkpoint(row["group_id"]))  # and the last checkpoint loads
+    assert json.loads(meta["meta"])["step"] < 1000
+
+
+# ---------------------------------------------------------------- numerics
+
+def test_poisoned_member_diverges_alone():
+    base = with_overrides(tiny(steps=100), {"optim.name": "sgd", "optim.lr": 0.05})
+    members = [with_overrides(base, {"name": f"m{i}", "train.seed": i}) for i in range(3)]
+    poisoned = list(members)
+    poisoned[1] = with_overrides(members[1], {"optim.lr": 1e12})
+    clean, bad = train(members, progress=False), train(poisoned, progress=False)
+    assert [r.status for r in bad] == ["finished", "diverged", "finished"]
+    assert bad[1].metrics["step"].max() < 100 and len(bad[1].metrics) >= 1  # recorded up to divergence
+    for i in (0, 2):  # the others: not one bit different from the ensemble without poison
+        assert bad[i].metrics.drop(columns=["wall_time"]).equals(clean[i].metrics.drop(columns=["wall_time"]))
+
+
+def test_diverged_member_is_stored_as_diverged(tmp_path):
+    base = with_overrides(tiny(steps=60), {"optim.name": "sgd", "optim.lr": 0.05})
+    store = Store(tmp_path / "runs")
+    train([base, with_overrides(base, {"optim.lr": 1e12, "train.seed": 1})], store=store, progress=False)
+    assert [r["status"] for r in store.list()] == ["finished", "diverged"]
+
+
+# ---------------------------------------------------------------- old stores, pipes, the bar
+
+SCHEMA_1 = """
+CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, created TEXT NOT NULL,
+    updated TEXT NOT NULL, status TEXT NOT NULL CHECK (status IN ('running', 'finished', 'diverged', 'stopped',
+    'failed')), cfg_json TEXT NOT NULL, group_id TEXT NOT NULL, member INTEGER NOT NULL, sweep TEXT,
+    groklab_version TEXT, torch_version TEXT, git_sha TEXT, summary_json TEXT NOT NULL DEFAULT '{}');
+CREATE TABLE metrics (run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE, step INTEGER NOT NULL,
+    key TEXT NOT NULL, value REAL, PRIMARY KEY (run_id, key, step)) WITHOUT ROWID;
+INSERT INTO runs (name, created, updated, status, cfg_json, group_id, member)
+    VALUES ('old', 'then', 'then', 'running', '{}', 'g0', 0);
+INSERT INTO metrics VALUES (1, 0, 'val_acc', 0.25);
+PRAGMA user_version=1;
+"""
+
+
+def test_schema_1_store_is_migrated(tmp_path, capsys):
+    root = tmp_path / "runs"
+    root.mkdir()
+    conn = sqlite3.connect(root / "groklab.db")
+    conn.executescript(SCHEMA_1)
+    conn.close()
+    store = Store(root)
+    assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    (old,) = store.list()
+    assert old["name"] == "old" and old["owner_pid"] is None and liveness(old) is None  # unknown, not lost
+    assert store.metrics(old["id"])["val_acc"].tolist() == [0.25]
+    (res,) = train(tiny(steps=5), store=store, progress=False)
+    assert store.get(res.run_id)["owner_pid"] == os.getpid()
+    assert Store(root).conn.execute("PRAGMA user_version").fetchone()[0] == 2  # a second open: no re-migration
+
+
+def test_closed_pipe_ends_quietly(tmp_path):
+    store = Store(tmp_path / "runs")
+    store.create_runs(["{}"] * 50, [f"run-{i}" for i in range(50)], "g", {})
+    env = {**os.environ, "PYTHONPATH": str(Path(groklab.__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-m", "groklab.cli", "ls", "--json", "--store", str(store.paths.root)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()  # the reader is gone before a byte is written (`| head -c 0`)
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=60)
+    assert err == "" and proc.returncode == 141
+
+
+def _bar_lines(text: str) -> list[str]:
+    return [ln for ln in text.replace("\r", "\n").splitlines() if "/s" in ln]
+
+
+def test_progress_bar_shows_one_labelled_rate(capsys):
+    from groklab.train.progress import progress_bar, update_bar
+
+    bar = progress_bar(True, 100, 0)
+    t0 = time.perf_counter() - 2.0
+    update_bar(bar, 50, [{"train_acc": 0.5, "val_acc": 0.25}], 0, t0)
+    bar.refresh()
+    bar.close()
+    lines = _bar_lines(capsys.readouterr().err)
+    assert lines and all(ln.count("/s") == 1 and "average" in ln and "steps/s" in ln for ln in lines), lines
+
+
+def test_training_bar_shows_one_labelled_rate(capsys):
+    train(tiny(steps=60), progress=True)
+    lines = _bar_lines(capsys.readouterr().err)
+    assert lines and all(ln.count("/s") == 1 and "average" in ln for ln in lines), lines
