@@ -37,7 +37,8 @@ def diff_table(views: Sequence[RunView], width: int = 28) -> str:
     heads = [f"run {v.run_id}" for v in views]
     rows = [(f, [_text(x) for x in vals]) for f, vals in diff.items()]
     kw = max(len("field"), *(len(f) for f, _ in rows))
-    cw = [min(width, max(len(h), *(len(r[1][i]) for r in rows))) for i, h in enumerate(heads)]
+    cw = [min(width, max(len(h), len(v.name), *(len(r[1][i]) for r in rows)))
+          for i, (h, v) in enumerate(zip(heads, views))]
     cut = lambda s, w: s if len(s) <= w else s[:w - 1] + "…"  # noqa: E731
     lines = [f"{'field':<{kw}}  " + "  ".join(f"{h:>{w}}" for h, w in zip(heads, cw)),
              f"{'name':<{kw}}  " + "  ".join(f"{cut(v.name, w):>{w}}" for v, w in zip(views, cw))]
@@ -55,7 +56,7 @@ def overlay_figure(views: Sequence[RunView], path: str | Path | None = None) -> 
         h = v.history[v.history["step"] > 0] if "step" in v.history else v.history
         if h.empty:
             continue
-        name = f"{v.run_id}: {v.name}"
+        name = f"{v.run_id}: {v.name}".replace("$", r"\$")  # a user's "$" must not start mathtext
         for ax, key in ((ax_acc, "acc"), (ax_loss, "loss")):
             if f"val_{key}" in h:
                 ax.plot(h["step"], h[f"val_{key}"], color=c, lw=1.5, label=name if key == "acc" else None)

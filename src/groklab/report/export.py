@@ -44,7 +44,7 @@ def runs_table(views: Sequence[RunView]) -> pd.DataFrame:
     for v in views:
         row = {"run": v.run_id, "name": v.name, "status": v.status, "sweep": v.sweep, "group": v.group,
                "member": v.member, "created": v.created}
-        row.update(v.config)
+        row.update({k: x for k, x in v.config.items() if k not in row})  # the stored name wins over the config's
         row.update({f"summary.{k}": s for k, s in v.summary.items()})
         if v.metrics is not None:
             row.update(v.metrics.as_dict())
