@@ -15,11 +15,17 @@ from ..store import Store
 
 
 def eval_steps(n_evals: int, steps: int) -> np.ndarray:
-    """About n_evals evaluation steps: log-spaced from 1, plus an even cadence (like the engine's)."""
-    log = np.unique(np.round(np.geomspace(1, steps, n_evals // 2)).astype(int))
-    rest = max(n_evals - len(log) - 1, 1)
-    cadence = np.round(np.linspace(steps / rest, steps, rest)).astype(int)
-    return np.unique(np.concatenate([[0], log, cadence]))
+    """Exactly n_evals evaluation steps (when steps allow): 0, log-spaced from 1, plus an even
+    cadence, like the engine's schedule."""
+    log = set(np.round(np.geomspace(1, steps, max(n_evals // 2, 1))).astype(int).tolist()) | {0}
+    k, every = max(n_evals - len(log), 0), set(log)
+    while len(every) < n_evals and k <= 4 * n_evals:
+        cadence = set(np.round(np.linspace(steps / max(k, 1), steps, k)).astype(int).tolist())
+        every = log | cadence
+        k += 1
+    extra = sorted(every - log)[:-1]  # drop overshoot from the cadence, never the last step
+    drop = set(extra[:: max(1, len(extra) // max(len(every) - n_evals, 1))][:max(len(every) - n_evals, 0)])
+    return np.array(sorted(every - drop))
 
 
 def _curves(steps: np.ndarray, t_train: float, t_val: float | None, rng: np.random.Generator) -> dict:
