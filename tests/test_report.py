@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import struct
 import subprocess
 import sys
 from html.parser import HTMLParser
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -162,6 +164,25 @@ def test_sweep_without_a_fraction_axis_says_why_there_is_no_curve(store):
     assert "a phase diagram needs two swept fields" in html
 
 
+def test_a_run_without_metrics_yet_still_renders(store):
+    from groklab.config import config_json, load_config
+    [rid] = store.create_runs([config_json(load_config("quickstart"))], ["fresh"], "g0", {})
+    html = build_report(store, [rid])
+    data = json.loads(re.search(r'id="groklab-data">(.*?)</script>', html).group(1))
+    assert data["runs"][0]["curves"] == {"step": []} and data["runs"][0]["t_val99"] is None
+    row = _tables(html).tables["runs-table"][0]
+    assert [c[0] for c in row[3:6]] == ["running", "–", "–"]
+
+
+def test_phase_boundaries_reach_the_chart_with_escaped_labels(store):
+    from groklab.config import config_json, load_config
+    cfg = load_config("mlp-late-wd", ["train.phases=[{start = 3000, weight_decay = 1.0, name = \"<b>wd</b>\"}]"])
+    [rid] = store.create_runs([config_json(cfg)], ["late"], "g1", {})
+    html = build_report(store, [rid])
+    data = json.loads(re.search(r'id="groklab-data">(.*?)</script>', html).group(1))
+    assert data["runs"][0]["phases"] == [[3000, "&lt;b&gt;wd&lt;/b&gt;"]]
+
+
 def test_curves_are_decimated_on_a_log_grid():
     steps = np.arange(0, 100_001, 10)
     idx = log_grid_indices(steps, 100)
@@ -284,8 +305,7 @@ def test_tensorboard_events_read_back_by_tensorboard(tmp_path):
     from groklab.report.trackers import TensorBoardTracker
     from groklab.train import train
 
-    cfgs = [tiny("quickstart", f"train.seed={s}", steps=60) for s in (0, 1)]
-    cfgs = [c.__class__(**{**c.__dict__, "name": f"m{s}"}) for s, c in zip((0, 1), cfgs)]
+    cfgs = [replace(tiny("quickstart", f"train.seed={s}", steps=60), name=f"m{s}") for s in (0, 1)]
     with TensorBoardTracker(tmp_path / "tb") as tb:
         results = train(cfgs, hooks=[tb], progress=False)
     assert sorted(p.name for p in (tmp_path / "tb").iterdir()) == ["m0", "m1"]  # one run per member
@@ -331,8 +351,7 @@ def test_wandb_offline_run_directory_per_member(tmp_path, monkeypatch):
     from groklab.train import train
 
     monkeypatch.setenv("WANDB_SILENT", "true")
-    cfgs = [tiny("quickstart", f"train.seed={s}", steps=40) for s in (0, 1)]
-    cfgs = [c.__class__(**{**c.__dict__, "name": f"w{s}"}) for s, c in zip((0, 1), cfgs)]
+    cfgs = [replace(tiny("quickstart", f"train.seed={s}", steps=40), name=f"w{s}") for s in (0, 1)]
     with WandbTracker(dir=tmp_path) as wb:
         results = train(cfgs, hooks=[wb], progress=False)
     runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
@@ -364,9 +383,7 @@ def test_run_flags_log_to_tensorboard_and_trackers_stay_unimported_when_off(tmp_
             "rc = main(['run', 'quickstart', '--set', 'data.p=23', '--set', 'train.steps=20', '--set', "
             "'train.threads=1', '--set', 'train.eval_every=10', '-q', '--store', sys.argv[1]] + sys.argv[2:]); "
             "print(rc, 'tensorboard' in sys.modules, 'wandb' in sys.modules)")
-    env = {"PYTHONPATH": str(Path(__file__).parents[1] / "src")}
-    import os
-    env = {**os.environ, **env}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
     off = subprocess.run([sys.executable, "-c", code, str(tmp_path / "a")], capture_output=True, text=True, env=env)
     assert off.stdout.split()[-3:] == ["0", "False", "False"], off.stderr
     on = subprocess.run([sys.executable, "-c", code, str(tmp_path / "b"), "--tensorboard", str(tmp_path / "tb")],
