@@ -80,7 +80,9 @@ def cmd_run(args) -> int:
     cfgs = expand_seeds(cfg, seeds)
     check_ensemble(cfgs)  # validated before the store is touched
     store = Store(args.store)
-    results = train(cfgs, store=store, progress=not args.quiet)
+    from .report.trackers import tracker_hooks
+    with tracker_hooks(args) as hooks:  # TensorBoard / W&B only when asked for
+        results = train(cfgs, store=store, progress=not args.quiet, hooks=hooks)
     _print_records([load_run(r.run_id, store) for r in results], args.json, bool(seeds))
     return 0
 
@@ -226,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seeds", help="N (seeds 0..N-1) or a,b,c: train these seeds as one ensemble")
     sp.add_argument("--json", action="store_true", help="print one JSON summary (a list for ensembles)")
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    from .report.trackers import add_tracker_args
+    add_tracker_args(sp)
 
     sp = add("resume", cmd_resume, "continue a killed or stopped run from its last checkpoint")
     sp.add_argument("run", type=int)
@@ -256,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extend(sub, add) -> None:
     """Commands contributed by other modules (sweeps, analyses) register here."""
-    for module in ("groklab.sweep.cli",):
+    for module in ("groklab.sweep.cli", "groklab.report.cli"):
         try:
             mod = __import__(module, fromlist=["register"])
         except ModuleNotFoundError:

@@ -347,6 +347,25 @@ class Store:
         wide.columns.name = None
         return wide
 
+    def metrics_long(self, run_ids: Iterable[int], keys: Iterable[str] | None = None) -> pd.DataFrame:
+        """Metrics of several runs in long form (run_id, step, key, value), in few queries:
+        reports and exports read hundreds of runs at once. `keys`: only these metrics."""
+        ids = [int(r) for r in run_ids]
+        keys = None if keys is None else list(keys)
+        only = f" AND key IN ({','.join('?' * len(keys))})" if keys else ""
+        frames = []
+        cur = self.conn.cursor()
+        cur.row_factory = None  # plain tuples: sqlite3.Row costs more than the query at 10^5 rows
+        for i in range(0, len(ids), 500):  # SQLite caps bound parameters per statement
+            chunk = ids[i:i + 500]
+            # the primary key's order: no sort step
+            rows = cur.execute(f"SELECT run_id, step, key, value FROM metrics WHERE run_id IN "
+                               f"({','.join('?' * len(chunk))}){only} ORDER BY run_id, key, step",
+                               chunk + (keys or [])).fetchall()
+            frames.append(pd.DataFrame(rows, columns=["run_id", "step", "key", "value"]))
+        out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run_id", "step", "key", "value"])
+        return out.astype({"run_id": "int64", "step": "int64", "key": "object", "value": "float64"})
+
 
 def liveness(row: dict[str, Any], now: float | None = None) -> bool | None:
     """Is the process of a `running` row alive? True / False (lost: killed, host rebooted) /
