@@ -57,6 +57,8 @@ class TrainState:
     model: MemberModel
     cfgs: list[RunCfg]
     last: list[dict] = field(default_factory=list)  # latest metrics per member
+    run_ids: list[int | None] = field(default_factory=list)  # store ids per member (None without a store)
+    group: str | None = None  # the stored group: where a hook may keep files
 
 
 Hook = Callable[[int, TrainState], None]
@@ -307,7 +309,7 @@ def train(cfgs: RunCfg | Sequence[RunCfg], *, store: Store | None = None, hooks:
     evals = set(eval_steps(c0.train))
     t0 = time.perf_counter()
     bar = _progress(progress, steps, start)
-    tstate = TrainState(start, model, cfgs)
+    tstate = TrainState(start, model, cfgs, run_ids=run_ids, group=group)
 
     def do_eval(step: int) -> bool:
         """5) evaluate, record thresholds and stops, log; True once every member has stopped."""
@@ -322,6 +324,8 @@ def train(cfgs: RunCfg | Sequence[RunCfg], *, store: Store | None = None, hooks:
         sizes = state["train_mask"].sum(1).tolist()
         layer_norms = ({f"norm.{name}": flat.data[:, sl].norm(dim=1).tolist() for name, sl in zip(flat.names, flat.slices)}
                        if c0.train.log_layer_norms else {})
+        # A model may report its own per-member figures (the mixture's w_mem, w_gen), logged like the rest.
+        layer_norms.update({k: v.tolist() for k, v in getattr(model, "eval_metrics", dict)().items()})
         rows = []
         tstate.step, tstate.last = step, []
         for i in range(n):
