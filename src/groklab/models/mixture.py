@@ -72,6 +72,7 @@ def _load_component(cfg: ModelCfg, run_id: int, which: str, task: TaskData) -> M
 class Mixture(MemberModel):
     accepts = ("tokens", "features")
     embedding_prefixes = ()
+    builds_from_store = True  # needs its component runs: the registry-wide model tests skip it
 
     @staticmethod
     def validate(run_cfg) -> None:

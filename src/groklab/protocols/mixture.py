@@ -89,4 +89,5 @@ def mixture_summary(m: pd.DataFrame, low: float = 0.1) -> dict:
             "val_loss_start": float(m["val_loss"].iloc[0]), "val_loss_peak": float(peak["val_loss"]),
             "step_val_loss_peak": int(peak["step"]),
             "train_loss_at_val_peak": float(peak["train_loss"]),
+            "val_loss_at_train_low": None if t_train is None else float(m.loc[m["step"] == t_train, "val_loss"].iloc[0]),
             "final": {k: float(last[k]) for k in ("train_loss", "val_loss", "train_acc", "val_acc", "w_mem", "w_gen")}}
