@@ -18,8 +18,10 @@ ARCH_PRESETS = {"mlp": "quickstart", "transformer": "nanda2023", "lstm": "lstm-a
 QUICK = {
     "mlp": ["data.p=47", "data.frac_train=0.4", "model.d_model=64", "model.d_hidden=128", "optim.lr=3e-3",
             "train.steps=4000", "train.batch_size=128", "train.eval_every=50"],
-    "transformer": ["data.p=31", "data.frac_train=0.5", "model.d_model=64", "model.n_heads=2", "model.d_mlp=256",
-                    "optim.lr=3e-3", "train.steps=6000", "train.eval_every=50"],
+    # nanda2023's 1-layer Transformer on x+y mod 41 (60 %): train 99 % at step 174, val 99 % at 567,
+    # 37 s on one thread (measured). On mod 31 (50 %) it had not generalized after 8000 steps.
+    "transformer": ["data.p=41", "data.frac_train=0.6", "model.d_model=64", "model.d_mlp=256", "optim.lr=3e-3",
+                    "train.steps=6000", "train.eval_every=50"],
     "lstm": ["data.p=23", "data.frac_train=0.6", "model.d_model=32", "model.d_hidden=64", "train.steps=6000",
              "train.batch_size=128", "train.eval_every=50"],
 }
