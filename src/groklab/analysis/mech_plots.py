@@ -23,8 +23,11 @@ def _save(fig, path: str | Path | None):
 
 
 def plot_mixture(metrics: pd.DataFrame, *, title: str = "", path: str | Path | None = None):
-    """Accuracy, loss (log) and the mixing weights w_mem, w_gen of a mixture run against step (log)."""
-    df = metrics[metrics["step"] > 0]
+    """Accuracy, loss (log) and the mixing weights w_mem, w_gen of a mixture run against step.
+
+    The step axis is symlog (linear below 1) so step 0 shows: with the protocol's SGD the first
+    update already moves w_mem most of the way, and a log axis would hide where it started."""
+    df = metrics
     fig, (ax_acc, ax_loss, ax_w) = plt.subplots(1, 3, figsize=(13, 3.6))
     for ax, key in ((ax_acc, "acc"), (ax_loss, "loss")):
         ax.plot(df["step"], df[f"train_{key}"], color=TRAIN, label="train")
@@ -35,7 +38,8 @@ def plot_mixture(metrics: pd.DataFrame, *, title: str = "", path: str | Path | N
     ax_w.plot(df["step"], df["w_gen"], color=GEN, label="w_gen")
     ax_w.set_ylabel("mixing weight")
     for ax in (ax_acc, ax_loss, ax_w):
-        ax.set_xscale("log")
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_xlim(left=0)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3, which="both", lw=0.4)
         ax.legend(fontsize=8)
