@@ -81,9 +81,9 @@ def run_efficiency(arch: str = "mlp", fractions: Sequence[float] = (0.3, 0.4, 0.
 
     points = []
     for frac in fractions:
-        gen = replace(with_overrides(base, {"data.frac_train": frac}), name=f"{base.name}-Cgen-f{frac:g}",
-                      description="C_gen: generalizing solution (efficiency)")
-        mem = mem_config(with_overrides(gen, list(mem_overrides)), "random")
+        sized = replace(with_overrides(base, {"data.frac_train": frac}), name=f"{base.name}-f{frac:g}")
+        gen = replace(sized, name=f"{sized.name}-Cgen", description="C_gen: generalizing solution (efficiency)")
+        mem = mem_config(with_overrides(sized, list(mem_overrides)), "random")
         for kind, cfg in (("C_gen", gen), ("C_mem", mem)):
             hook = CorrectLogitHook(store)  # fresh: it caches the run's data on first use
             rec, reused = ensure_run(cfg, store, hooks=[hook], progress=progress, accept=has_logit)

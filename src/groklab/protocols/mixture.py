@@ -13,7 +13,7 @@ resolves (measured: with AdamW, (10, 1) ended with w_mem ≈ w_gen and val acc 0
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import pandas as pd
@@ -65,8 +65,8 @@ def run_mixture(arch: str = "mlp", w_mem2: float = 10.0, w_gen2: float = 1.0, *,
     # C_mem stops at the first evaluation where it fits the training set: a probe without weight
     # decay finds that step, and the same seed retraces the probe's path up to it. Trained longer,
     # its logits keep growing and it would out-compete C_gen in the mixture on scale alone.
-    probe, _ = ensure_run(mem_config(base, "fit", int(gen.summary.get("steps") or base.train.steps)), store,
-                          progress=progress)
+    probe_cfg = mem_config(base, "fit", int(gen.summary.get("steps") or base.train.steps))
+    probe, _ = ensure_run(replace(probe_cfg, name=f"{base.name}-Cmem-probe"), store, progress=progress)
     fit_steps = probe.summary.get("step_train_99") or probe.summary.get("steps")
     mem, mem_reused = ensure_run(mem_config(base, "fit", int(fit_steps)), store, progress=progress)
     check_mem(mem)
