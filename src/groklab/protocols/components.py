@@ -30,9 +30,11 @@ def _key(cfg: RunCfg | dict) -> str:
 
 
 def find_run(cfg: RunCfg, store: Store, accept: Callable[[dict], bool] = lambda row: True) -> RunRecord | None:
-    """The newest finished run with exactly this config (name and description aside) that `accept`s."""
+    """The oldest finished run with exactly this config (name and description aside) that `accept`s.
+
+    The oldest, so a protocol keeps naming the same runs (the mixture's config holds their ids)."""
     key = _key(cfg)
-    for row in reversed(store.list()):
+    for row in store.list():
         if row["status"] == "finished" and _key(row["config"]) == key and accept(row):
             return load_run(row["id"], store)
     return None
