@@ -176,6 +176,27 @@ def test_mixture_protocol_reuses_finished_runs(mixtures):
     assert len(store.list()) == n_before
 
 
+def test_mixture_run_resumes_to_the_same_result(mixtures):
+    """A killed mixture run continues from its checkpoint like any run (components reloaded)."""
+    from groklab.api import resume
+
+    store, fast, _ = mixtures
+
+    def stop(step, state):
+        if step >= 1050:  # after the checkpoint at step 1000
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(fast.mix.config, store=store, hooks=[stop], progress=False)
+    stopped = max(r["id"] for r in store.list())
+    assert store.get(stopped)["status"] == "stopped"
+    (rec,) = resume(stopped, store)
+    a, b = rec.metrics, fast.mix.metrics
+    assert rec.status == "finished" and list(a["step"]) == list(b["step"])
+    for col in ("train_loss", "val_loss", "w_mem", "w_gen"):
+        torch.testing.assert_close(torch.tensor(a[col].values), torch.tensor(b[col].values), rtol=1e-4, atol=1e-6)
+
+
 def test_mixture_needs_its_runs_at_the_config_boundary():
     with pytest.raises(ConfigError, match=r"model.mix_mem=None must be the id of a stored run"):
         load_config("quickstart", ["model.name=mixture"])
