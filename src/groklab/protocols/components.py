@@ -82,8 +82,8 @@ def check_gen(rec: RunRecord, min_val: float = 0.99) -> None:
 
 
 def check_mem(rec: RunRecord, max_val: float = 0.9) -> None:
-    s = rec.summary
-    if (s.get("train_acc") or 0.0) < 0.99 or (s.get("val_acc") or 0.0) > max_val:
-        raise ConfigError(f"C_mem run {rec.run_id} is no memorizer (train acc {s.get('train_acc'):.3f}, val acc "
-                          f"{s.get('val_acc'):.3f}); it must fit the training set (>= 0.99) and stay below "
+    train_acc, val_acc = rec.summary.get("train_acc") or 0.0, rec.summary.get("val_acc") or 0.0
+    if train_acc < 0.99 or val_acc > max_val:
+        raise ConfigError(f"C_mem run {rec.run_id} is no memorizer (train acc {train_acc:.3f}, val acc "
+                          f"{val_acc:.3f}); it must fit the training set (>= 0.99) and stay below "
                           f"{max_val} on validation: change train.steps with --set")
