@@ -69,7 +69,8 @@ class DataCfg:
     split_seed: int = 0
     """Seed of the train/validation split's own generator (independent of the init seed)."""
     label_noise: float = 0.0
-    """Fraction of training labels replaced by random classes (fixed per split seed)."""
+    """Fraction of training labels replaced by random classes (fixed per split seed); 1.0 = every
+    training label random, a target only memorization can fit (the memorizing network C_mem)."""
     n_train: int = 1000
     """Real-data tasks: number of training examples drawn from the pool."""
     n_val: int = 0
@@ -85,7 +86,7 @@ class DataCfg:
         _check_range("data.p", self.p, 2)
         _check_range("data.k", self.k, 2)
         _check_range("data.frac_train", self.frac_train, 0, 1, lo_open=True, hi_open=True)
-        _check_range("data.label_noise", self.label_noise, 0, 1, hi_open=True)
+        _check_range("data.label_noise", self.label_noise, 0, 1)
         _check_range("data.n_train", self.n_train, 1)
         _check_range("data.n_val", self.n_val, 0)
 
@@ -120,6 +121,16 @@ class ModelCfg:
     """Initialization scale α: initial weights are multiplied by α (Omnigrok)."""
     logit_scale: float = 1.0
     """Multiply the output logits by this constant."""
+    mix_mem: int | None = None
+    """Mixture model: run id of the frozen memorizing network C_mem (in `mix_store`)."""
+    mix_gen: int | None = None
+    """Mixture model: run id of the frozen generalizing network C_gen (in `mix_store`)."""
+    mix_store: str = ""
+    """Mixture model: store holding both runs ('' = ./runs or $GROKLAB_STORE)."""
+    mix_w_mem2: float = 1.0
+    """Mixture model: initial w_m2 (w_mem = w_m1·w_m2, w_m1 starts at 0); larger = C_mem learns faster."""
+    mix_w_gen2: float = 1.0
+    """Mixture model: initial w_g2 (w_gen = w_g1·w_g2, w_g1 starts at 0)."""
 
     def __post_init__(self) -> None:
         _check_range("model.n_layers", self.n_layers, 1)
@@ -318,7 +329,9 @@ def _cross_check(cfg: RunCfg) -> None:
         op = OPS.get(cfg.data.op)
         if op.needs_prime and not _is_prime(cfg.data.p):
             _fail("data.p", cfg.data.p, f"must be prime for data.op={cfg.data.op!r} (division needs inverses)")
-    MODELS.get(cfg.model.name)
+    validate_model = getattr(MODELS.get(cfg.model.name), "validate", None)
+    if validate_model is not None:  # fields only one architecture reads (the mixture's run ids)
+        validate_model(cfg)
     losses = [("train.loss", cfg.train.loss)] + [
         (f"train.phases[{i}].loss", ph.loss) for i, ph in enumerate(cfg.train.phases) if ph.loss]
     for path, loss in losses:

@@ -1,6 +1,6 @@
 """Model registry: every architecture takes (N, B, ...) inputs for N members at once."""
 from .base import MODELS, MemberModel
-from . import transformer, mlp, recurrent  # noqa: F401  (explicit registration)
+from . import transformer, mlp, recurrent, mixture  # noqa: F401  (explicit registration)
 
 __all__ = ["MODELS", "MemberModel", "build_model"]
 

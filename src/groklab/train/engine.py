@@ -64,6 +64,8 @@ class TrainState:
     model: MemberModel
     cfgs: list[RunCfg]
     last: list[dict] = field(default_factory=list)  # latest metrics per member
+    run_ids: list[int | None] = field(default_factory=list)  # store ids per member (None without a store)
+    group: str | None = None  # the stored group: where a hook may keep files
 
 
 Hook = Callable[[int, TrainState], None]
@@ -308,7 +310,7 @@ class _Run:
         self.phase: int | None = None
         self.sets: list[torch.Tensor] | None = None
         self.t0 = time.perf_counter()
-        self.state = TrainState(self.start, self.model, cfgs)
+        self.state = TrainState(self.start, self.model, cfgs, run_ids=self.run_ids, group=self.group)
 
     def _mask(self, idx_sets: list[torch.Tensor]) -> torch.Tensor:
         mask = torch.zeros(self.n, len(self.task.y))
@@ -372,6 +374,8 @@ class _Run:
                 "train_size": self.train_mask.sum(1).tolist()}
         layer_norms = ({f"norm.{name}": flat.data[:, sl].norm(dim=1).tolist() for name, sl in
                         zip(flat.names, flat.slices)} if self.c0.train.log_layer_norms else {})
+        # A model may report its own per-member figures (the mixture's w_mem, w_gen), logged like the rest.
+        layer_norms.update({k: v.tolist() for k, v in getattr(self.model, "eval_metrics", dict)().items()})
         rows, self.state.step, self.state.last = [], step, []
         for i in range(self.n):
             if members.status[i] != "running":

@@ -1,0 +1,89 @@
+"""The two solutions the "mystery" study explains grokking with, as stored runs of any architecture.
+
+- C_gen: the base config trained (early stop on) until validation accuracy holds >= 0.99.
+- C_mem, kind `random`: the same architecture on every training label random
+  (`data.label_noise = 1.0`), a target only memorization fits (the study's and Varma et al.'s
+  memorizer, used for model efficiency, §5.2).
+- C_mem, kind `fit`: the same architecture on the *true* training labels without weight decay,
+  trained only until it fits them, so validation stays low. The mixture model (§5.1) needs this
+  one: its C_mem must be right on the training set, which a random-label network is not.
+
+Every run goes to the store and is found again by its config, so asking twice trains once.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Callable, Literal, Sequence
+
+from ..api import RunRecord, load_run
+from ..config import ConfigError, RunCfg, to_dict, with_overrides
+from ..store import Store
+
+MemKind = Literal["random", "fit"]
+
+
+def _key(cfg: RunCfg | dict) -> str:
+    d = to_dict(cfg) if isinstance(cfg, RunCfg) else dict(cfg)
+    d = {k: v for k, v in d.items() if k not in ("name", "description")}
+    return json.dumps(d, sort_keys=True)
+
+
+def find_run(cfg: RunCfg, store: Store, accept: Callable[[dict], bool] = lambda row: True) -> RunRecord | None:
+    """The oldest finished run with exactly this config (name and description aside) that `accept`s.
+
+    The oldest, so a protocol keeps naming the same runs (the mixture's config holds their ids)."""
+    key = _key(cfg)
+    for row in store.list():
+        if row["status"] == "finished" and _key(row["config"]) == key and accept(row):
+            return load_run(row["id"], store)
+    return None
+
+
+def ensure_run(cfg: RunCfg, store: Store, *, hooks: Sequence = (), progress: bool = False,
+               accept: Callable[[dict], bool] = lambda row: True) -> tuple[RunRecord, bool]:
+    """Reuse a finished run of `cfg` or train one. Returns (record, reused)."""
+    from ..train import train
+
+    found = find_run(cfg, store, accept)
+    if found is not None:
+        return found, True
+    (res,) = train(cfg, store=store, hooks=hooks, progress=progress)
+    return load_run(res.run_id, store), False
+
+
+def gen_config(base: RunCfg) -> RunCfg:
+    """C_gen: the base run, stopped once validation accuracy holds >= 0.99."""
+    return replace(with_overrides(base, {"train.early_stop": True, "train.early_stop_acc": 0.99}),
+                   name=f"{base.name}-Cgen", description="C_gen: generalizing solution")
+
+
+def mem_config(base: RunCfg, kind: MemKind = "random", fit_steps: int | None = None) -> RunCfg:
+    """C_mem of the same architecture (see the module docstring for the two kinds)."""
+    if kind == "random":
+        cfg = with_overrides(base, {"data.label_noise": 1.0, "train.early_stop": False})
+        desc = "C_mem: every training label random"
+    elif kind == "fit":
+        over = {"optim.weight_decay": 0.0, "data.label_noise": 0.0, "train.early_stop": False}
+        if fit_steps is not None:
+            over["train.steps"] = fit_steps
+        cfg = with_overrides(base, over)
+        desc = "C_mem: true training labels, no weight decay, stopped after fitting"
+    else:
+        raise ConfigError(f"C_mem kind={kind!r} must be one of 'random', 'fit'")
+    return replace(cfg, name=f"{base.name}-Cmem-{kind}", description=desc)
+
+
+def check_gen(rec: RunRecord, min_val: float = 0.99) -> None:
+    acc = rec.summary.get("val_acc") or 0.0
+    if acc < min_val:
+        raise ConfigError(f"C_gen run {rec.run_id} reached val acc {acc:.3f} < {min_val} in {rec.summary.get('steps')} "
+                          f"steps; raise train.steps (or weight decay) with --set")
+
+
+def check_mem(rec: RunRecord, max_val: float = 0.9) -> None:
+    train_acc, val_acc = rec.summary.get("train_acc") or 0.0, rec.summary.get("val_acc") or 0.0
+    if train_acc < 0.99 or val_acc > max_val:
+        raise ConfigError(f"C_mem run {rec.run_id} is no memorizer (train acc {train_acc:.3f}, val acc "
+                          f"{val_acc:.3f}); it must fit the training set (>= 0.99) and stay below "
+                          f"{max_val} on validation: change train.steps with --set")
