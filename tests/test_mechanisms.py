@@ -91,11 +91,13 @@ def test_restricted_and_excluded_logits_split_exactly():
 
 @pytest.fixture(scope="module")
 def grokked(tmp_path_factory):
-    """The tiny MLP trained to 99 % validation with log-spaced snapshots."""
+    """The tiny MLP trained past 99 % validation (4 000 steps, no early stop: weight decay keeps
+    sparsifying the spectrum after the jump) with log-spaced snapshots. Measured: val 99 % near step
+    1 550; key frequencies [20, 3, 18, 15, 4] at 4 000 steps (8 of them when stopped at 3 200)."""
     from groklab.protocols.hooks import SnapshotHook
 
     store = Store(tmp_path_factory.mktemp("fourier") / "runs")
-    cfg = load_config("quickstart", TINY_GROK)
+    cfg = load_config("quickstart", TINY_GROK + ["train.early_stop=false"])
     (res,) = train(cfg, store=store, hooks=[SnapshotHook(store, 20)], progress=False)
     return store, res
 
@@ -157,8 +159,11 @@ def test_mixture_10_1_groks_and_1_1_does_not(mixtures):
     f, e = fast.summary(), equal.summary()
     # (10, 1): the training loss falls while the validation loss rises above its start ...
     assert f["step_train_loss_low"] is not None and f["val_loss_at_train_low"] > 2 * f["val_loss_start"], f
-    # ... and the validation loss comes down only much later.
-    assert f["step_val_loss_low"] is not None and f["step_val_loss_low"] > 10 * f["step_train_loss_low"], f
+    # ... and comes back below its start only much later (measured: train loss 0.013 at step 1,
+    # val loss 145 there, back under its start near step 1 000, 0.13 at 3 000 with val acc 0.998).
+    m = fast.mix.metrics
+    back = m[(m["step"] > f["step_val_loss_peak"]) & (m["val_loss"] <= f["val_loss_start"])]
+    assert len(back) and back["step"].iloc[0] > 10 * f["step_train_loss_low"], f
     assert f["final"]["val_acc"] >= 0.99 and f["final"]["w_gen"] > f["final"]["w_mem"]
     # (1, 1): both fall together: validation loss never rises above its start and is already
     # below it when the training loss gets low.
