@@ -40,7 +40,7 @@ QUICK = ["--set", "data.p=23", "--set", "train.threads=1", "--set", "train.batch
 def _with_hook(monkeypatch, hook) -> None:
     """Make the CLI's `train` call `hook(step, state)` at every evaluation."""
     real = gt.train
-    monkeypatch.setattr(gt, "train", lambda cfgs, **kw: real(cfgs, hooks=[hook], **kw))
+    monkeypatch.setattr(gt, "train", lambda cfgs, hooks=(), **kw: real(cfgs, hooks=[*hooks, hook], **kw))
 
 
 def _one_error_line(capsys) -> str:

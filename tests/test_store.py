@@ -32,7 +32,7 @@ def test_store_round_trip(store):
     assert "out.weight" in weights and weights["out.weight"].shape == (cfg.model.d_hidden, cfg.data.p)
     with open(store.paths.checkpoint(rec.group), "rb") as fh:
         header_len = int.from_bytes(fh.read(8), "little")
-        assert json.loads(fh.read(header_len))["__metadata__"]["format"] == "groklab-checkpoint-1"
+        assert json.loads(fh.read(header_len))["__metadata__"]["format"] == "groklab-checkpoint-2"
 
 
 def test_schema_version(store):
