@@ -105,3 +105,20 @@ def test_minibatch_and_full_batch_both_train():
     full = with_overrides(tiny(steps=150), {"train.batch_size": "full", "optim.lr": 3e-3})
     (res,) = train(full, progress=False)
     assert res.metrics["train_loss"].iloc[-1] < res.metrics["train_loss"].iloc[0]
+
+
+def test_error_mid_run_marks_failed_and_resume_finishes(tmp_path):
+    from groklab.api import resume
+    from groklab.store import Store
+
+    store = Store(tmp_path / "runs")
+
+    def boom(step, state):
+        if step >= 40:
+            raise RuntimeError("disk on fire")
+    cfg = with_overrides(tiny(steps=80), {"train.checkpoint_every": 20})
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        train(cfg, store=store, progress=False, hooks=[boom])
+    assert store.list()[0]["status"] == "failed"
+    (rec,) = resume(1, store)
+    assert rec.status == "finished" and rec.summary["steps"] == 80

@@ -244,7 +244,10 @@ def train(cfgs: RunCfg | Sequence[RunCfg], *, store: Store | None = None, hooks:
                 if step % tc.checkpoint_every == 0 and step < tc.steps and not done:
                     run.checkpoint(step)    # 4) resumable state (finish writes the last one)
         except KeyboardInterrupt:
-            run.stopped(step)  # the last checkpoint stays consistent; `groklab resume` continues from it
+            run.mark(step, "stopped")  # the last checkpoint stays consistent; `groklab resume` continues from it
+            raise
+        except Exception:
+            run.mark(step, "failed")   # likewise resumable; a sweep re-plans failed groups
             raise
         finally:
             if bar is not None:
@@ -406,9 +409,10 @@ class _Run:
     def _summary(self, i: int, step: int) -> dict:
         return _summary(self.members, i, self.history[i], step, self.start, self.t0, self.wall_before, self.counts)
 
-    def stopped(self, step: int) -> None:
+    def mark(self, step: int, status: str) -> None:
+        """Record the members still training as `status` (stopped, failed) with their summaries."""
         if self.store is not None:
-            self.store.update_runs({r: ("stopped", self._summary(i, step)) for i, r in enumerate(self.run_ids)
+            self.store.update_runs({r: (status, self._summary(i, step)) for i, r in enumerate(self.run_ids)
                                     if self.members.status[i] == "running"})
 
     def finish(self, step: int) -> list[RunResult]:
