@@ -296,6 +296,13 @@ def test_reproduce_end_to_end_then_reuses_the_store(tmp_path, store):
     assert len(store.list()) == 1
     # the verdict is a function of the stored metrics: evaluating without training gives the same
     assert evaluate(claim, "quick", store).outcome == first.outcome
+    # the report's figure of the claim's runs
+    from groklab.reproduce.markdown import markdown_table, write_figures
+    rows = [again.as_dict()]
+    write_figures(store, rows, tmp_path / "claims-figures")
+    assert (tmp_path / "claims-figures" / "tiny.png").stat().st_size > 1000
+    text = markdown_table(rows)
+    assert "[png](claims-figures/tiny.png)" in text and "| tiny | the wider literature |" in text
 
 
 def test_cli_list_report_and_bad_input(tmp_path, capsys):

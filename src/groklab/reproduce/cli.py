@@ -53,13 +53,16 @@ def cmd_reproduce(args) -> int:
     store = Store(args.store)
     if args.report:
         from . import claims_table
-        from .markdown import markdown_table
-        text = markdown_table(claims_table(store))
+        from .markdown import markdown_table, write_figures
+        rows = claims_table(store)
         if args.output:
-            Path(args.output).write_text(text, encoding="utf-8")
+            out = Path(args.output)
+            if not args.no_figures:
+                write_figures(store, rows, out.parent / f"{out.stem}-figures")
+            out.write_text(markdown_table(rows), encoding="utf-8")
             print(args.output)
         else:
-            sys.stdout.write(text)
+            sys.stdout.write(markdown_table(rows))
         return 0
     if bool(args.claim) == bool(args.all):
         raise ConfigError("name one claim ID or --all (or --list, --report); `groklab reproduce --list` shows them")
@@ -92,7 +95,9 @@ def register(add) -> None:
     size.add_argument("--full", action="store_true", help="the study's own budget")
     sp.add_argument("--json", action="store_true", help="one JSON object per claim")
     sp.add_argument("--report", action="store_true", help="the Markdown table from what the store holds (no training)")
-    sp.add_argument("-o", "--output", help="with --report: write the table to this file")
+    sp.add_argument("-o", "--output", help="with --report: write the table to this file (and each claim's figure "
+                                           "to OUTPUT-figures/ID.png)")
+    sp.add_argument("--no-figures", action="store_true", help="with --report -o: the table only")
     sp.add_argument("--set", action="append", metavar="KEY=VALUE",
                     help="override a field of every run (e.g. data.data_dir=DIR); changes which runs count")
     sp.add_argument("--backend", choices=("local", "ray"), default="local", help="where runs execute")
