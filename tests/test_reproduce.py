@@ -330,3 +330,13 @@ def test_report_claims_renders_the_table(tmp_path, store):
 
     html = build_report(store, claims=report_claims(store))
     assert "claims-table" in html and "ungrok-mlp" in html
+
+
+def test_a_run_that_cannot_start_makes_the_claim_not_run(tmp_path, store):
+    path = tmp_path / "mnist.toml"
+    text = _claim_text(set_=[f"data.data_dir={json.dumps(str(tmp_path / 'no-data'))}", "train.steps=50",
+                             "train.threads=1"])
+    path.write_text(text.replace('base = "quickstart"', 'base = "omnigrok-mnist"'))
+    (claim,) = load_claims([path])
+    result = reproduce(claim, "quick", store, workers=1)
+    assert result.verdict == NOT_RUN and "failed" in result.measured

@@ -136,9 +136,11 @@ def reproduce(claim: Claim, size: str, store, *, backend: str = "local", workers
         rep = run_sweep(spec, store=store, backend=backend, workers=workers, address=address,
                         on_plan=lambda plan, g=group: on_group(g, plan))
         new += rep.plan.n_new + rep.plan.n_resume
-        if rep.failed:
-            raise RuntimeError(f"claim {claim.id!r}: {len(rep.failed)} group(s) of {spec.name} failed: "
-                               f"{rep.failed[0].error}")
+        if rep.failed:  # e.g. a data file missing: say so in the row and go on with the next claim
+            error = str(rep.failed[0].error or "a run did not finish").strip().splitlines()[-1][:300]
+            result = evaluate(claim, size, store, overrides)
+            return ClaimResult(claim, size, Outcome(NOT_RUN, f"{spec.name}: {len(rep.failed)} group(s) failed: "
+                                                             f"{error}"), result.runs, new, time.perf_counter() - t0)
     result = evaluate(claim, size, store, overrides)
     return ClaimResult(claim, size, result.outcome, result.runs, new, time.perf_counter() - t0)
 
