@@ -76,7 +76,8 @@ def cmd_reproduce(args) -> int:
 
     def on_group(group, plan):
         if not args.json:
-            print(f"  {plan.sweep}: {plan.n_runs} run(s), {len(plan.done)} already stored", file=sys.stderr)
+            print(f"  {plan.sweep}: {plan.n_runs} run(s): {len(plan.done)} stored, {plan.n_resume} to resume, "
+                  f"{plan.n_new} to train", file=sys.stderr)
 
     for claim in chosen:
         result = reproduce(claim, size, store, backend=args.backend, workers=args.workers, overrides=overrides,
