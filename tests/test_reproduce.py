@@ -234,7 +234,8 @@ def test_final_in_band_and_shorter_delay():
     middling = [0.0, 0.2, 0.4, 0.5, 0.5, 0.5]
     fib = _check({"name": "final_in_band", "lo": 0.2, "hi": 0.8})
     assert fib.evaluate(_ev(main=[_run(middling), _run(NEVER)])).verdict == REPRODUCED
-    assert fib.evaluate(_ev(main=[_run(GROK_SOON)])).verdict == NOT_REPRODUCED
+    assert fib.evaluate(_ev(main=[_run(GROK_SOON), _run(NEVER[:5] + [0.1])])).verdict == NOT_REPRODUCED
+    assert fib.evaluate(_ev(main=[_run(NEVER[:5] + [0.1])])).verdict == INCONCLUSIVE  # all below: no straddle
     sd = _check({"name": "shorter_delay", "short": "a", "long": "b"})
     assert sd.evaluate(_ev(a=[_run(GROK_SOON)], b=[_run(GROK_LATE)])).verdict == REPRODUCED
     assert sd.evaluate(_ev(a=[_run(GROK_LATE)], b=[_run(GROK_SOON)])).verdict == NOT_REPRODUCED

@@ -349,7 +349,8 @@ class NormFallsWhileValRises:
 @dataclass(frozen=True)
 class FinalInBand:
     """Final val accuracy lies in [lo, hi] for `any` run of the group (e.g. semi-grokking's
-    middling accuracy near D_crit) or for `all` of them."""
+    middling accuracy near D_crit) or for `all` of them. With `any`, runs that all end on one
+    side of the band did not straddle the transition: inconclusive."""
 
     lo: float
     hi: float
@@ -369,6 +370,10 @@ class FinalInBand:
         text = f"final val {', '.join(f'{v:.3f}' for v in vals)} ({sum(inside)} in [{self.lo:g}, {self.hi:g}])"
         ok = any(inside) if self.mode == "any" else all(inside)
         verdict = REPRODUCED if ok else PARTIAL if any(inside) else NOT_REPRODUCED
+        if self.mode == "any" and not ok and (all(v < self.lo for v in vals) or all(v > self.hi for v in vals)):
+            # every run on one side: the grid did not straddle the transition, so it cannot tell
+            return Outcome(INCONCLUSIVE, f"{text}: every run {'below' if vals[0] < self.lo else 'above'} the band",
+                           {"final_val": vals})
         return Outcome(verdict, text, {"final_val": vals})
 
 
