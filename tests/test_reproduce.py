@@ -187,6 +187,7 @@ def test_faster_with_censored_slow_and_enough_margin():
     (GROK_SOON, NEVER, REPRODUCED),
     (NEVER, GROK_SOON, NOT_REPRODUCED),
     (GROK_SOON, [0.0, 0.5, 0.7, 0.8, 0.8, 0.8], PARTIAL),
+    (NEVER, NEVER, INCONCLUSIVE),                       # neither generalized within the budget
 ])
 def test_val_contrast(good, poor, verdict):
     out = _check({"name": "val_contrast", "good": "g", "poor": "p"}).evaluate(_ev(g=[_run(good)], p=[_run(poor)]))

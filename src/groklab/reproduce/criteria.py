@@ -235,7 +235,8 @@ class Faster:
 @criterion("val_contrast")
 @dataclass(frozen=True)
 class ValContrast:
-    """Final val accuracy of group `good` is >= `good_min` while that of `poor` is <= `poor_max`."""
+    """Final val accuracy of group `good` is >= `good_min` while that of `poor` is <= `poor_max`;
+    when neither generalizes the runs cannot tell (inconclusive)."""
 
     good: str
     poor: str
@@ -250,7 +251,9 @@ class ValContrast:
         p = _median([r.metrics.final_val_acc for r in ev[self.poor].runs])
         text = f"final val {self.good} {g:.3f}, {self.poor} {p:.3f}"
         ok_g, ok_p = g >= self.good_min, p <= self.poor_max
-        verdict = REPRODUCED if ok_g and ok_p else PARTIAL if (ok_g or ok_p) and g > p else NOT_REPRODUCED
+        if ok_p and not ok_g:  # neither generalized: the budget, not the intervention, may be why
+            return Outcome(INCONCLUSIVE, f"{text} ({self.good} did not generalize either)", {"good": g, "poor": p})
+        verdict = REPRODUCED if ok_g and ok_p else PARTIAL if g > p else NOT_REPRODUCED
         return Outcome(verdict, text, {"good": g, "poor": p})
 
 
