@@ -212,7 +212,10 @@ def test_val_drop(val, verdict):
     ({"metric": "val_acc", "step": 10_000, "lo": 0.99}, INCONCLUSIVE),  # not logged that far
 ])
 def test_value_in_band(params, verdict):
-    assert _check({"name": "value_in_band", **params}).evaluate(_ev(main=[_run(GROK_LATE)])).verdict == verdict
+    out = _check({"name": "value_in_band", **params}).evaluate(_ev(main=[_run(GROK_LATE)]))
+    assert out.verdict == verdict
+    if params["step"] > 500:  # the run ended at 500: say where it got to
+        assert "1.000 at its last step 500" in out.measured
 
 
 @pytest.mark.parametrize("norm, val, verdict", [
@@ -225,10 +228,13 @@ def test_norm_falls_while_val_rises(norm, val, verdict):
     assert _check(params).evaluate(_ev(main=[_run(val, norm=norm)])).verdict == verdict
 
 
-def test_norm_check_is_inconclusive_without_a_fit():
+def test_norm_check_is_inconclusive_without_a_fit_or_a_window():
     run = _run(NEVER, train=[0.1] * 6)
     out = _check({"name": "norm_falls_while_val_rises"}).evaluate(_ev(main=[run]))
     assert out.verdict == INCONCLUSIVE
+    late = _run(GROK_LATE, norm=[20, 19, 16, 14, 12, 10])  # train 99 % at 100, run ends at 500
+    check = {"name": "norm_falls_while_val_rises", "min_window": 1000}
+    assert _check(check).evaluate(_ev(main=[late])).verdict == INCONCLUSIVE
 
 
 def test_final_in_band_and_shorter_delay():

@@ -310,13 +310,19 @@ class ValueInBand:
         return (self.group,)
 
     def evaluate(self, ev: Evidence) -> Outcome:
-        values = []
+        values, short = [], []
         for r in ev[self.group].runs:
             row = _at_or_after(r.history, self.step)
+            if row is None:  # the run ended before `step`: report where it got to
+                last = r.history.iloc[-1]
+                short.append(f"{float(last.get(self.metric, math.nan)):.3f} at its last step {int(last['step'])}")
             values.append(math.nan if row is None or self.metric not in row else float(row[self.metric]))
         text = f"{self.metric} at step {self.step}: {', '.join(f'{v:.3f}' for v in values)}"
+        if short:
+            return Outcome(INCONCLUSIVE, f"{self.metric} {', '.join(short)} (the check reads step {self.step})",
+                           {"values": values})
         if any(math.isnan(v) for v in values):
-            return Outcome(INCONCLUSIVE, f"{text} (not logged that far)", {"values": values})
+            return Outcome(INCONCLUSIVE, f"{text} ({self.metric} not logged)", {"values": values})
         return Outcome(_share([self.lo <= v <= self.hi for v in values]), text, {"values": values})
 
 
@@ -329,6 +335,8 @@ class NormFallsWhileValRises:
     min_norm_fall: float = 0.05
     min_val_rise: float = 0.05
     group: str = "main"
+    min_window: int = 0
+    """Fewer steps than this between train 99 % and the end cannot tell (inconclusive)."""
 
     def groups(self) -> tuple[str, ...]:
         return (self.group,)
@@ -340,6 +348,9 @@ class NormFallsWhileValRises:
             if t is None or "param_norm" not in r.history:
                 return Outcome(INCONCLUSIVE, f"run {r.run_id}: train acc never reached 99 % (or no norm logged)")
             a, b = _at_or_after(r.history, t), r.history.iloc[-1]
+            if int(b["step"]) - t < self.min_window:
+                return Outcome(INCONCLUSIVE, f"run {r.run_id}: train 99 % at step {t}, only "
+                                             f"{int(b['step']) - t} steps before the end (needs {self.min_window})")
             fall = 1 - float(b["param_norm"]) / float(a["param_norm"])
             rise = float(b["val_acc"]) - float(a["val_acc"])
             parts.append(f"steps {t}→{int(b['step'])}: norm {a['param_norm']:.1f}→{b['param_norm']:.1f}, "
