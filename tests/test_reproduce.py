@@ -348,3 +348,10 @@ def test_a_run_that_cannot_start_makes_the_claim_not_run(tmp_path, store):
     (claim,) = load_claims([path])
     result = reproduce(claim, "quick", store, workers=1)
     assert result.verdict == NOT_RUN and "failed" in result.measured
+
+
+def test_report_claims_command_writes_the_page(tmp_path, store):
+    out = tmp_path / "claims.html"
+    assert main(["report", "--claims", "-o", str(out), "--store", str(store.paths.root)]) == 0
+    html = out.read_text()
+    assert 'id="claims-table"' in html and "mixture-speed-gap" in html and "needs protocol" in html
