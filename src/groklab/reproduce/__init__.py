@@ -16,14 +16,14 @@ finished runs and resumes interrupted ones); a verdict is a function of the stor
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..registry import ConfigError
 from .claims import STUDIES, Claim, get_claim, load_claims, sweep_name
 from .criteria import CRITERIA
 from .evidence import Evidence, collect_group
-from .verdict import NEEDS_CLUSTER, NEEDS_PROTOCOL, NOT_RUN, VERDICTS, Outcome, combine
+from .verdict import NEEDS_CLUSTER, NOT_RUN, VERDICTS, Outcome, combine
 
 __all__ = ["Claim", "ClaimResult", "CRITERIA", "STUDIES", "VERDICTS", "claims_table", "evaluate", "get_claim",
            "load_claims", "reproduce", "specs", "sweep_name", "validate"]

@@ -28,7 +28,7 @@ Unknown keys, studies, checks or check parameters fail with the file and field n
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any

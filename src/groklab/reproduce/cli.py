@@ -45,7 +45,7 @@ def _print(result, as_json: bool) -> None:
 
 def cmd_reproduce(args) -> int:
     from ..store import Store
-    from . import get_claim, load_claims, reproduce
+    from . import get_claim, load_claims, reproduce, specs
 
     claims = load_claims()
     if args.list:
@@ -70,7 +70,6 @@ def cmd_reproduce(args) -> int:
     chosen = claims if args.all else [get_claim(args.claim, claims)]
     overrides = tuple(args.set or ())
     for claim in chosen:  # validate every claim first: bad input fails before anything trains
-        from . import specs
         if claim.runs and claim.size(size) is not None:
             specs(claim, size, overrides)
 
