@@ -216,7 +216,6 @@ def test_claims_renderer_escapes_and_links_runs(syn):
 
 
 @pytest.mark.parametrize("argv, msg", [
-    (["report", "--claims"], "--claims needs the claims table of `groklab reproduce`"),
     (["report"], "give exactly one of RUN ids, --sweep NAME or --claims"),
     (["report", "1", "--sweep", "syn"], "give exactly one of"),
     (["report", "1", "-o", "r.txt"], "must end in .html"),

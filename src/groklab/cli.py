@@ -260,7 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extend(sub, add) -> None:
     """Commands contributed by other modules (sweeps, analyses) register here."""
-    for module in ("groklab.sweep.cli", "groklab.report.cli", "groklab.protocols.cli"):
+    for module in ("groklab.sweep.cli", "groklab.report.cli", "groklab.protocols.cli",
+                   "groklab.reproduce.cli"):
         try:
             mod = __import__(module, fromlist=["register"])
         except ModuleNotFoundError:

@@ -1,0 +1,158 @@
+"""`groklab reproduce`: the studies' claims as data, each a command that measures it.
+
+    groklab reproduce --list
+    groklab reproduce quickstart-delay --quick
+    groklab reproduce --all --quick --json
+    groklab reproduce --report -o claims.md          # from the store only: no training
+
+From Python::
+
+    from groklab.reproduce import get_claim, reproduce, evaluate, claims_table
+    result = reproduce(get_claim("quickstart-delay"), "quick", store=Store("runs"))
+    result.verdict, result.measured
+
+A claim's run groups become sweeps named ``claim-<id>-<size>-<group>`` (so re-running reuses
+finished runs and resumes interrupted ones); a verdict is a function of the stored metrics only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..registry import ConfigError
+from .claims import STUDIES, Claim, get_claim, load_claims, sweep_name
+from .criteria import CRITERIA
+from .evidence import Evidence, collect_group
+from .verdict import NEEDS_CLUSTER, NOT_RUN, VERDICTS, Outcome, combine
+
+__all__ = ["Claim", "ClaimResult", "CRITERIA", "STUDIES", "VERDICTS", "claims_table", "evaluate", "get_claim",
+           "load_claims", "reproduce", "specs", "sweep_name", "validate"]
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    """A claim's verdict at one size, what was measured, and the runs behind it."""
+
+    claim: Claim
+    size: str
+    outcome: Outcome
+    runs: tuple[int, ...] = ()
+    new_runs: int = 0
+    """Runs trained (or resumed) by this call; 0 when everything came from the store."""
+    seconds: float = 0.0
+
+    @property
+    def verdict(self) -> str:
+        return self.outcome.verdict
+
+    @property
+    def measured(self) -> str:
+        return self.outcome.measured
+
+    def as_dict(self) -> dict[str, Any]:
+        c = self.claim
+        return {"id": c.id, "study": c.study_name, "where": c.where + (f" ({c.source})" if c.source else ""),
+                "claim": c.claim, "claimed": c.claimed, "measured": self.measured, "verdict": self.verdict,
+                "size": self.size, "runs": list(self.runs), "new_runs": self.new_runs,
+                "seconds": round(self.seconds, 1), "figures": self.outcome.figures}
+
+
+def specs(claim: Claim, size: str, overrides: tuple[str, ...] = ()) -> dict:
+    """Group name → validated :class:`groklab.sweep.SweepSpec` of a claim at a size."""
+    from ..sweep import load_spec
+
+    out = {}
+    for group, _ in claim.runs:
+        try:
+            out[group] = load_spec(claim.group_spec(group, size), overrides=list(overrides))
+        except ConfigError as e:
+            raise ConfigError(f"{claim.file}: claim {claim.id!r}, runs.{group} ({size}): {e}") from None
+    return out
+
+
+def validate(claim: Claim) -> None:
+    """Build every group's spec at both sizes and expand it: presets exist, configs validate."""
+    from ..sweep import expand
+
+    for size in claim.sizes:
+        for spec in specs(claim, size[0]).values():
+            expand(spec)
+
+
+def evaluate(claim: Claim, size: str, store, overrides: tuple[str, ...] = ()) -> ClaimResult:
+    """The verdict of `claim` at `size` from what `store` holds (no training)."""
+    protocol = [c for c in claim.checks if c.groups() == ()]
+    if protocol or not claim.runs:
+        return ClaimResult(claim, size, combine([c.evaluate(Evidence()) for c in claim.checks]))
+    ev = Evidence({g: collect_group(store, g, s) for g, s in specs(claim, size, overrides).items()})
+    if ev.missing:
+        have = ", ".join(f"{g} {n}/{m}" for g, (n, m) in ev.missing.items())
+        return ClaimResult(claim, size, Outcome(NOT_RUN, f"runs in store: {have}"), tuple(ev.run_ids))
+    return ClaimResult(claim, size, combine([c.evaluate(ev) for c in claim.checks]), tuple(ev.run_ids))
+
+
+def _over_budget(claim: Claim, size: str, cpu_budget: float, backend: str) -> bool:
+    sz = claim.size(size)
+    if sz is None or backend != "local" or sz.cpu_minutes <= cpu_budget:
+        return False
+    import torch
+    return not torch.cuda.is_available()
+
+
+def reproduce(claim: Claim, size: str, store, *, backend: str = "local", workers: int | None = None,
+              overrides: tuple[str, ...] = (), cpu_budget: float = 30.0, address: str | None = None,
+              on_group: Callable[[str, Any], None] = lambda g, plan: None) -> ClaimResult:
+    """Run (or reuse) what `claim` needs at `size`, then judge it from the store.
+
+    Args:
+        claim: the claim (see :func:`get_claim`).
+        size: ``"quick"`` or ``"full"``.
+        store: a :class:`groklab.store.Store`.
+        backend, workers, address: as for :func:`groklab.sweep.run_sweep`.
+        overrides: dotted overrides for every run (they change which runs count).
+        cpu_budget: minutes of one core; a size stated above it is not run on a CPU-only local
+            backend (verdict ``needs GPU/cluster`` unless the store already holds its runs).
+        on_group: called with each group's name and plan before it runs.
+    Returns:
+        A :class:`ClaimResult`.
+    """
+    import time
+
+    from ..sweep import run_sweep
+
+    if claim.runs and claim.size(size) is None:
+        raise ConfigError(f"claim {claim.id!r} has no {size} size")
+    t0 = time.perf_counter()
+    groups = specs(claim, size, overrides)
+    if groups and _over_budget(claim, size, cpu_budget, backend):
+        result = evaluate(claim, size, store, overrides)
+        if result.verdict != NOT_RUN:
+            return result
+        cost = claim.size(size).cpu_minutes
+        return ClaimResult(claim, size, Outcome(NEEDS_CLUSTER, f"{size} size is stated at {cost:g} CPU-minutes, "
+                                                               f"above --cpu-budget {cpu_budget:g}"), result.runs)
+    new = 0
+    for group, spec in groups.items():
+        rep = run_sweep(spec, store=store, backend=backend, workers=workers, address=address,
+                        on_plan=lambda plan, g=group: on_group(g, plan))
+        new += rep.plan.n_new + rep.plan.n_resume
+        if rep.failed:  # e.g. a data file missing: say so in the row and go on with the next claim
+            error = str(rep.failed[0].error or "a run did not finish").strip().splitlines()[-1][:300]
+            result = evaluate(claim, size, store, overrides)
+            return ClaimResult(claim, size, Outcome(NOT_RUN, f"{spec.name}: {len(rep.failed)} group(s) failed: "
+                                                             f"{error}"), result.runs, new, time.perf_counter() - t0)
+    result = evaluate(claim, size, store, overrides)
+    return ClaimResult(claim, size, result.outcome, result.runs, new, time.perf_counter() - t0)
+
+
+def claims_table(store) -> list[dict]:
+    """Every claim's row from what `store` holds (the full size where its runs are stored, else
+    the quick size): id, study, where, claim, claimed, measured, verdict, size, runs."""
+    rows = []
+    for claim in load_claims():
+        if not claim.runs:
+            rows.append(evaluate(claim, "quick", store).as_dict())
+            continue
+        full = evaluate(claim, "full", store)
+        rows.append((full if full.verdict != NOT_RUN else evaluate(claim, "quick", store)).as_dict())
+    return rows

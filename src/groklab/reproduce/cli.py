@@ -1,0 +1,107 @@
+"""CLI command `groklab reproduce` (registered by `groklab.cli._extend`).
+
+    groklab reproduce --list
+    groklab reproduce quickstart-delay [--quick | --full] [--json]
+    groklab reproduce --all --quick --workers 1
+    groklab reproduce --all --full --backend ray --json
+    groklab reproduce --report -o claims.md
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+from ..registry import ConfigError
+
+
+def _clean(v):
+    if isinstance(v, dict):
+        return {str(k): _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def _list(claims) -> int:
+    width = max(len(c.id) for c in claims)
+    for c in claims:
+        sizes = "/".join(f"{n} ~{s.cpu_minutes:g} min" for n, s in c.sizes) or "no runs"
+        print(f"{c.id:<{width}}  {c.study:<13} {c.where[:28]:<28} {c.claim}  [{sizes}]")
+    return 0
+
+
+def _print(result, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(_clean(result.as_dict())), flush=True)
+        return
+    c = result.claim
+    print(f"{c.id} [{result.size}] ({c.study_name}, {c.where}{', ' + c.source if c.source else ''})\n"
+          f"  claim:    {c.claim}\n  claimed:  {c.claimed or '-'}\n  measured: {result.measured}\n"
+          f"  verdict:  {result.verdict}   (runs {', '.join(map(str, result.runs)) or '-'}; "
+          f"{result.new_runs} trained now; {result.seconds:.0f} s)", flush=True)
+
+
+def cmd_reproduce(args) -> int:
+    from ..store import Store
+    from . import get_claim, load_claims, reproduce, specs
+
+    claims = load_claims()
+    if args.list:
+        return _list(claims)
+    store = Store(args.store)
+    if args.report:
+        from . import claims_table
+        from .markdown import markdown_table, write_figures
+        rows = claims_table(store)
+        if args.output:
+            out = Path(args.output)
+            if not args.no_figures:
+                write_figures(store, rows, out.parent / f"{out.stem}-figures")
+            out.write_text(markdown_table(rows), encoding="utf-8")
+            print(args.output)
+        else:
+            sys.stdout.write(markdown_table(rows))
+        return 0
+    if bool(args.claim) == bool(args.all):
+        raise ConfigError("name one claim ID or --all (or --list, --report); `groklab reproduce --list` shows them")
+    size = "full" if args.full else "quick"
+    chosen = claims if args.all else [get_claim(args.claim, claims)]
+    overrides = tuple(args.set or ())
+    for claim in chosen:  # validate every claim first: bad input fails before anything trains
+        if claim.runs and claim.size(size) is not None:
+            specs(claim, size, overrides)
+
+    def on_group(group, plan):
+        if not args.json:
+            print(f"  {plan.sweep}: {plan.n_runs} run(s): {len(plan.done)} stored, {plan.n_resume} to resume, "
+                  f"{plan.n_new} to train", file=sys.stderr)
+
+    for claim in chosen:
+        result = reproduce(claim, size, store, backend=args.backend, workers=args.workers, overrides=overrides,
+                           cpu_budget=args.cpu_budget, address=args.address, on_group=on_group)
+        _print(result, args.json)
+    return 0
+
+
+def register(add) -> None:
+    sp = add("reproduce", cmd_reproduce, "run a study's claim and judge it from the stored metrics")
+    sp.add_argument("claim", nargs="?", help="claim id (see --list)")
+    sp.add_argument("--list", action="store_true", help="every claim: id, study, where, one line")
+    sp.add_argument("--all", action="store_true", help="every claim")
+    size = sp.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="the CPU-sized version (default)")
+    size.add_argument("--full", action="store_true", help="the study's own budget")
+    sp.add_argument("--json", action="store_true", help="one JSON object per claim")
+    sp.add_argument("--report", action="store_true", help="the Markdown table from what the store holds (no training)")
+    sp.add_argument("-o", "--output", help="with --report: write the table to this file (and each claim's figure "
+                                           "to OUTPUT-figures/ID.png)")
+    sp.add_argument("--no-figures", action="store_true", help="with --report -o: the table only")
+    sp.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="override a field of every run (e.g. data.data_dir=DIR); changes which runs count")
+    sp.add_argument("--backend", choices=("local", "ray"), default="local", help="where runs execute")
+    sp.add_argument("--address", help="Ray cluster address ('auto' joins a running cluster)")
+    sp.add_argument("--workers", type=int, help="parallel workers (default: one per core)")
+    sp.add_argument("--cpu-budget", type=float, default=30.0,
+                    help="CPU-minutes above which a size is not run on a CPU-only local backend (default 30)")

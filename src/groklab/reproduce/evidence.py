@@ -1,0 +1,82 @@
+"""What a criterion sees: the stored runs of each of a claim's run groups, and their metrics.
+
+A group's runs are found by sweep name *and* run key (the same matching the sweep planner uses),
+so runs of an older spec under the same name are ignored rather than judged.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import pandas as pd
+
+from ..analysis import GrokMetrics, grokking_metrics
+from ..config import ConfigError, RunCfg, from_dict
+from ..sweep import SweepSpec, expand, run_key
+
+COMPLETE = ("finished", "diverged")
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    """One finished run of a group: its config, metric history and grokking metrics."""
+
+    run_id: int
+    config: RunCfg
+    history: pd.DataFrame
+    metrics: GrokMetrics
+
+
+@dataclass(frozen=True)
+class GroupEvidence:
+    """The runs a group asked for (`expected`) and those the store holds finished (`runs`)."""
+
+    name: str
+    sweep: str
+    expected: int
+    runs: tuple[StoredRun, ...] = ()
+
+    @property
+    def complete(self) -> bool:
+        return self.expected > 0 and len(self.runs) >= self.expected
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Group name → :class:`GroupEvidence` of one claim at one size."""
+
+    groups: Mapping[str, GroupEvidence] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> GroupEvidence:
+        return self.groups[name]
+
+    @property
+    def run_ids(self) -> list[int]:
+        return [r.run_id for g in self.groups.values() for r in g.runs]
+
+    @property
+    def missing(self) -> dict[str, tuple[int, int]]:
+        """Groups without all their runs: name → (stored, expected)."""
+        return {n: (len(g.runs), g.expected) for n, g in self.groups.items() if not g.complete}
+
+
+def collect_group(store, name: str, spec: SweepSpec) -> GroupEvidence:
+    """The finished runs of `spec` in `store` (matched by sweep name and run key)."""
+    keys = {run_key(c) for c in expand(spec)}
+    runs: dict[str, StoredRun] = {}
+    for row in store.list(sweep=spec.name) if store.exists() else []:
+        if row["status"] not in COMPLETE:
+            continue
+        try:
+            cfg = from_dict(RunCfg, row["config"])
+        except ConfigError:  # written by another groklab version
+            continue
+        key = run_key(cfg)
+        if key not in keys or key in runs:
+            continue
+        hist = store.metrics(row["id"])
+        if not len(hist) or not {"train_acc", "val_acc"} <= set(hist.columns):
+            continue
+        runs[key] = StoredRun(int(row["id"]), cfg, hist, grokking_metrics(hist))
+    ordered = tuple(sorted(runs.values(), key=lambda r: r.run_id))
+    return GroupEvidence(name=name, sweep=spec.name, expected=len(keys), runs=ordered)

@@ -1,0 +1,356 @@
+"""`groklab reproduce`: claim files, checks on synthetic metrics, verdicts from the store, CLI."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from groklab import load_config
+from groklab.cli import main
+from groklab.registry import ConfigError
+from groklab.reproduce import (CRITERIA, VERDICTS, claims_table, evaluate, get_claim, load_claims, reproduce,
+                               validate)
+from groklab.reproduce.claims import parse_file
+from groklab.reproduce.criteria import build_criterion
+from groklab.reproduce.evidence import Evidence, GroupEvidence, StoredRun
+from groklab.reproduce.verdict import (INCONCLUSIVE, NEEDS_CLUSTER, NEEDS_PROTOCOL, NOT_REPRODUCED, NOT_RUN, PARTIAL,
+                                       REPRODUCED, Outcome, combine)
+from groklab.analysis import grokking_metrics
+
+from conftest import TINY_GROK
+
+# ---------------------------------------------------------------- claim files
+
+
+def test_every_shipped_claim_validates():
+    claims = load_claims()
+    assert {c.study for c in claims} == {"rnn-lstm", "mystery", "task-learning", "reproduction", "literature"}
+    assert len({c.id for c in claims}) == len(claims)
+    for c in claims:
+        validate(c)  # every preset exists and every generated config validates, at both sizes
+        for check in c.checks:
+            assert type(check) in [CRITERIA.get(n) for n in CRITERIA]
+
+
+CLAIM = """
+study = "literature"
+[[claims]]
+id = "tiny"
+where = "fig. 1"
+source = "test"
+claim = "the tiny MLP groks"
+check = [{ name = "CHECK", group = "main", min_ratio = 1.5 }]
+[claims.runs.main]
+base = "quickstart"
+[claims.quick]
+set = SET
+seeds = [0]
+cpu_minutes = 0.1
+[claims.full]
+cpu_minutes = 1000
+"""
+
+
+def _claim_text(check="delay_ratio", set_=None):
+    return CLAIM.replace("CHECK", check).replace("SET", json.dumps(set_ or TINY_GROK))
+
+
+def test_unknown_check_is_named_with_file_and_field():
+    with pytest.raises(ConfigError, match=r"tiny\.toml: claim 'tiny'\.check\[0\]: check\.name='delay_ration'.*"
+                                          r"did you mean 'delay_ratio'"):
+        parse_file(_claim_text("delay_ration"), "tiny.toml")
+
+
+@pytest.mark.parametrize("edit, pattern", [
+    (lambda t: t.replace('where = "fig. 1"', 'where = "fig. 1"\nfigure = 3'), r"unknown field\(s\) 'figure'"),
+    (lambda t: t.replace("min_ratio = 1.5", 'min_ratio = "big"'), r"check\[0\]\.min_ratio='big' must be of type float"),
+    (lambda t: t.replace("min_ratio = 1.5", "min_ratio = 1.5, slack = 2"), r"has no parameter 'slack'"),
+    (lambda t: t.replace('group = "main"', 'group = "other"'), r"group 'other' is not one of runs \(main\)"),
+    (lambda t: t.replace('study = "literature"', 'study = "folklore"'), r"study='folklore' must be one of"),
+    (lambda t: t.replace("[claims.full]\ncpu_minutes = 1000\n", ""), r"\.full is missing"),
+    (lambda t: t.replace('source = "test"\n', ""), r"\.source must name the paper"),
+])
+def test_bad_claim_files_fail_naming_the_field(edit, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        parse_file(edit(_claim_text()), "tiny.toml")
+
+
+def test_bad_preset_in_a_claim_fails_validation(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text(_claim_text().replace('base = "quickstart"', 'base = "quickstrat"'))
+    (claim,) = load_claims([path])
+    with pytest.raises(ConfigError, match=r"bad\.toml: claim 'tiny', runs\.main \(quick\)"):
+        validate(claim)
+
+
+def test_unknown_claim_id_suggests():
+    with pytest.raises(ConfigError, match="did you mean 'ungrok-mlp'"):
+        get_claim("ungrok-mpl")
+
+
+# ---------------------------------------------------------------- checks on synthetic metrics
+
+CFG = load_config("quickstart", ["data.p=23"])
+UNGROK_CFG = load_config("quickstart", ["data.p=23", "train.phases=[{start=300, train_frac=0.1}]"])
+
+
+def _run(val, train=None, norm=None, step=100, cfg=CFG, run_id=1) -> StoredRun:
+    """A stored run whose evaluations are every `step` steps with these accuracies."""
+    n = len(val)
+    hist = pd.DataFrame({"step": [i * step for i in range(n)], "val_acc": val,
+                         "train_acc": train if train is not None else [min(1.0, 0.5 + 0.5 * i) for i in range(n)],
+                         "param_norm": norm if norm is not None else [10.0] * n})
+    return StoredRun(run_id, cfg, hist, grokking_metrics(hist))
+
+
+def _ev(**groups) -> Evidence:
+    return Evidence({g: GroupEvidence(g, f"s-{g}", len(runs), tuple(runs)) for g, runs in groups.items()})
+
+
+def _check(params: dict):
+    return build_criterion(params, "test")
+
+
+GROK_LATE = [0.0, 0.0, 0.1, 0.2, 0.5, 1.0]   # train 99 % at step 100, val 99 % at 500: 5×
+GROK_SOON = [0.0, 0.5, 1.0, 1.0, 1.0, 1.0]   # val 99 % at 200: 2×
+NEVER = [0.0, 0.1, 0.1, 0.2, 0.2, 0.3]
+
+
+@pytest.mark.parametrize("runs, min_ratio, verdict", [
+    ([GROK_LATE], 3.0, REPRODUCED),
+    ([GROK_SOON], 3.0, NOT_REPRODUCED),
+    ([GROK_LATE, GROK_SOON], 3.0, PARTIAL),
+    ([NEVER], 3.0, INCONCLUSIVE),
+])
+def test_delay_ratio(runs, min_ratio, verdict):
+    out = _check({"name": "delay_ratio", "min_ratio": min_ratio}).evaluate(_ev(main=[_run(v) for v in runs]))
+    assert out.verdict == verdict
+    assert "val 99 %" in out.measured
+
+
+def test_delay_ratio_reports_the_measured_ratio():
+    out = _check({"name": "delay_ratio", "min_ratio": 10.0}).evaluate(_ev(main=[_run(GROK_LATE)]))
+    assert out.verdict == NOT_REPRODUCED and "5.0×" in out.measured and out.figures["ratio"] == [5.0]
+
+
+@pytest.mark.parametrize("name, steps, val, verdict", [
+    ("groks_within", 400, GROK_SOON, REPRODUCED),
+    ("groks_within", 400, GROK_LATE, NOT_REPRODUCED),
+    ("groks_within", 10_000, NEVER, INCONCLUSIVE),      # ran 500 of 10 000 steps
+    ("never_groks", 400, NEVER, REPRODUCED),
+    ("never_groks", 10_000, NEVER, INCONCLUSIVE),
+    ("never_groks", 400, GROK_SOON, NOT_REPRODUCED),
+])
+def test_groks_within_and_never(name, steps, val, verdict):
+    assert _check({"name": name, "steps": steps}).evaluate(_ev(main=[_run(val)])).verdict == verdict
+
+
+def _frac(f: float) -> object:
+    return load_config("quickstart", ["data.p=23", f"data.frac_train={f}"])
+
+
+@pytest.mark.parametrize("vals, verdict", [
+    ((NEVER, GROK_LATE, GROK_SOON), REPRODUCED),        # more data, sooner
+    ((GROK_SOON, GROK_LATE, NEVER), NOT_REPRODUCED),
+    ((GROK_LATE, GROK_SOON, GROK_LATE), PARTIAL),
+    ((NEVER, NEVER, NEVER), INCONCLUSIVE),
+])
+def test_ordering(vals, verdict):
+    runs = [_run(v, cfg=_frac(f), run_id=i) for i, (f, v) in enumerate(zip((0.3, 0.5, 0.7), vals))]
+    out = _check({"name": "ordering", "axis": "data.frac_train"}).evaluate(_ev(main=runs))
+    assert out.verdict == verdict
+    assert out.figures["x"] == [0.3, 0.5, 0.7]
+
+
+@pytest.mark.parametrize("fast, slow, factor, verdict", [
+    (GROK_SOON, GROK_LATE, 2.0, REPRODUCED),      # 200 vs 500: 2.5×
+    (GROK_SOON, GROK_LATE, 3.0, PARTIAL),         # faster, but by less than asked
+    (GROK_LATE, GROK_SOON, 3.0, NOT_REPRODUCED),
+    (GROK_SOON, NEVER, 3.0, INCONCLUSIVE),        # slow never got there: only > 500 / 200 = 2.5× is known
+    (NEVER, NEVER, 3.0, INCONCLUSIVE),
+])
+def test_faster(fast, slow, factor, verdict):
+    out = _check({"name": "faster", "fast": "a", "slow": "b", "min_factor": factor}).evaluate(
+        _ev(a=[_run(fast)], b=[_run(slow)]))
+    assert out.verdict == verdict
+
+
+def test_faster_with_censored_slow_and_enough_margin():
+    out = _check({"name": "faster", "fast": "a", "slow": "b", "min_factor": 2.0}).evaluate(
+        _ev(a=[_run(GROK_SOON)], b=[_run(NEVER)]))
+    assert out.verdict == REPRODUCED and ">2.50×" in out.measured
+
+
+@pytest.mark.parametrize("good, poor, verdict", [
+    (GROK_SOON, NEVER, REPRODUCED),
+    (NEVER, GROK_SOON, NOT_REPRODUCED),
+    (GROK_SOON, [0.0, 0.5, 0.7, 0.8, 0.8, 0.8], PARTIAL),
+    (NEVER, NEVER, INCONCLUSIVE),                       # neither generalized within the budget
+])
+def test_val_contrast(good, poor, verdict):
+    out = _check({"name": "val_contrast", "good": "g", "poor": "p"}).evaluate(_ev(g=[_run(good)], p=[_run(poor)]))
+    assert out.verdict == verdict
+
+
+@pytest.mark.parametrize("val, verdict", [
+    ([0.2, 1.0, 1.0, 1.0, 0.5, 0.1], REPRODUCED),       # phase at 300: 1.0 → 0.1
+    ([0.2, 1.0, 1.0, 1.0, 0.9, 0.8], PARTIAL),          # fell, but not to <= 0.2
+    ([0.2, 1.0, 1.0, 1.0, 1.0, 1.0], NOT_REPRODUCED),
+    ([0.2, 0.3, 0.3, 0.4, 0.2, 0.1], INCONCLUSIVE),     # never grokked before the shrink
+])
+def test_val_drop(val, verdict):
+    out = _check({"name": "val_drop", "after_max": 0.2}).evaluate(_ev(main=[_run(val, cfg=UNGROK_CFG)]))
+    assert out.verdict == verdict
+    assert "at step 300" in out.measured
+
+
+@pytest.mark.parametrize("params, verdict", [
+    ({"metric": "train_acc", "step": 200, "lo": 0.99}, REPRODUCED),
+    ({"metric": "val_acc", "step": 200, "lo": 0.99}, NOT_REPRODUCED),
+    ({"metric": "val_acc", "step": 10_000, "lo": 0.99}, INCONCLUSIVE),  # not logged that far
+])
+def test_value_in_band(params, verdict):
+    out = _check({"name": "value_in_band", **params}).evaluate(_ev(main=[_run(GROK_LATE)]))
+    assert out.verdict == verdict
+    if params["step"] > 500:  # the run ended at 500: say where it got to
+        assert "1.000 at its last step 500" in out.measured
+
+
+@pytest.mark.parametrize("norm, val, verdict", [
+    ([20, 19, 16, 14, 12, 10], GROK_LATE, REPRODUCED),
+    ([20, 19, 19, 19, 19, 19], GROK_LATE, NOT_REPRODUCED),   # norm flat
+    ([20, 19, 16, 14, 12, 10], NEVER, NOT_REPRODUCED),        # val rises only 0.1 → 0.3 (< 0.5)
+])
+def test_norm_falls_while_val_rises(norm, val, verdict):
+    params = {"name": "norm_falls_while_val_rises", "min_val_rise": 0.5}
+    assert _check(params).evaluate(_ev(main=[_run(val, norm=norm)])).verdict == verdict
+
+
+def test_norm_check_is_inconclusive_without_a_fit_or_a_window():
+    run = _run(NEVER, train=[0.1] * 6)
+    out = _check({"name": "norm_falls_while_val_rises"}).evaluate(_ev(main=[run]))
+    assert out.verdict == INCONCLUSIVE
+    late = _run(GROK_LATE, norm=[20, 19, 16, 14, 12, 10])  # train 99 % at 100, run ends at 500
+    check = {"name": "norm_falls_while_val_rises", "min_window": 1000}
+    assert _check(check).evaluate(_ev(main=[late])).verdict == INCONCLUSIVE
+
+
+def test_final_in_band_and_shorter_delay():
+    middling = [0.0, 0.2, 0.4, 0.5, 0.5, 0.5]
+    fib = _check({"name": "final_in_band", "lo": 0.2, "hi": 0.8})
+    assert fib.evaluate(_ev(main=[_run(middling), _run(NEVER)])).verdict == REPRODUCED
+    assert fib.evaluate(_ev(main=[_run(GROK_SOON), _run(NEVER[:5] + [0.1])])).verdict == NOT_REPRODUCED
+    assert fib.evaluate(_ev(main=[_run(NEVER[:5] + [0.1])])).verdict == INCONCLUSIVE  # all below: no straddle
+    sd = _check({"name": "shorter_delay", "short": "a", "long": "b"})
+    assert sd.evaluate(_ev(a=[_run(GROK_SOON)], b=[_run(GROK_LATE)])).verdict == REPRODUCED
+    assert sd.evaluate(_ev(a=[_run(GROK_LATE)], b=[_run(GROK_SOON)])).verdict == NOT_REPRODUCED
+    assert sd.evaluate(_ev(a=[_run(NEVER)], b=[_run(GROK_SOON)])).verdict == INCONCLUSIVE
+
+
+def test_combine_takes_the_most_cautious_verdict():
+    ok, bad, doubt = Outcome(REPRODUCED, "a"), Outcome(NOT_REPRODUCED, "b"), Outcome(INCONCLUSIVE, "c")
+    assert combine([ok, ok]).verdict == REPRODUCED
+    assert combine([ok, doubt]).verdict == INCONCLUSIVE
+    assert combine([doubt, bad]).verdict == NOT_REPRODUCED
+    assert combine([ok, bad]).measured == "a; b"
+    with pytest.raises(ValueError):
+        Outcome("holds", "x")
+
+
+# ---------------------------------------------------------------- from the store
+
+
+def test_missing_runs_report_not_run_never_reproduced(store):
+    for claim in load_claims():
+        result = evaluate(claim, "quick", store)
+        assert result.verdict in (NOT_RUN, NEEDS_PROTOCOL)
+    assert evaluate(get_claim("mixture-speed-gap"), "quick", store).verdict == NEEDS_PROTOCOL
+
+
+def test_claims_table_shape(store):
+    from groklab.report.page import CLAIM_KEYS
+
+    rows = claims_table(store)
+    assert len(rows) == len(load_claims())
+    for row in rows:
+        assert set(CLAIM_KEYS) <= set(row) and row["verdict"] in VERDICTS and row["verdict"] != REPRODUCED
+        assert isinstance(row["runs"], list)
+
+
+def test_full_size_over_the_cpu_budget_is_not_run(tmp_path, store, monkeypatch):
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    path = tmp_path / "tiny.toml"
+    path.write_text(_claim_text())
+    (claim,) = load_claims([path])
+    result = reproduce(claim, "full", store, cpu_budget=30)
+    assert result.verdict == NEEDS_CLUSTER and "1000 CPU-minutes" in result.measured
+    assert store.list() == []
+
+
+def test_reproduce_end_to_end_then_reuses_the_store(tmp_path, store):
+    path = tmp_path / "tiny.toml"
+    path.write_text(_claim_text())
+    (claim,) = load_claims([path])
+    first = reproduce(claim, "quick", store, workers=1)
+    assert first.verdict == REPRODUCED, first.measured          # TINY_GROK: train 99 % ~550, val 99 % ~1550
+    assert first.new_runs == 1 and len(first.runs) == 1
+    rows = store.list()
+    assert [r["sweep"] for r in rows] == ["claim-tiny-quick-main"]
+    again = reproduce(claim, "quick", store, workers=1)
+    assert again.new_runs == 0 and again.runs == first.runs and again.outcome == first.outcome
+    assert len(store.list()) == 1
+    # the verdict is a function of the stored metrics: evaluating without training gives the same
+    assert evaluate(claim, "quick", store).outcome == first.outcome
+    # the report's figure of the claim's runs
+    from groklab.reproduce.markdown import markdown_table, write_figures
+    rows = [again.as_dict()]
+    write_figures(store, rows, tmp_path / "claims-figures")
+    assert (tmp_path / "claims-figures" / "tiny.png").stat().st_size > 1000
+    text = markdown_table(rows)
+    assert "[png](claims-figures/tiny.png)" in text and "| tiny | the wider literature |" in text
+
+
+def test_cli_list_report_and_bad_input(tmp_path, capsys):
+    assert main(["reproduce", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "ungrok-mlp" in out and "repro-delay" in out
+    md = tmp_path / "claims.md"
+    assert main(["reproduce", "--report", "-o", str(md), "--store", str(tmp_path / "runs")]) == 0
+    text = md.read_text()
+    assert "| id | study | where | claim | claimed | measured | verdict | size | runs |" in text
+    assert text.count("\n| ") == len(load_claims()) + 1 and "needs protocol" in text
+    capsys.readouterr()
+    assert main(["reproduce", "no-such-claim", "--store", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("groklab: error: claim 'no-such-claim' does not exist") and err.count("\n") == 1
+    fresh = tmp_path / "fresh"
+    assert main(["reproduce", "--store", str(fresh)]) == 2
+    assert main(["reproduce", "ungrok-mlp", "--set", "optim.lr=-1", "--store", str(fresh)]) == 2
+    assert "optim.lr" in capsys.readouterr().err
+    assert not (fresh / "groklab.db").exists()  # bad input fails before anything is written
+
+
+def test_report_claims_renders_the_table(tmp_path, store):
+    from groklab.report import build_report, load_claims as report_claims
+
+    html = build_report(store, claims=report_claims(store))
+    assert "claims-table" in html and "ungrok-mlp" in html
+
+
+def test_a_run_that_cannot_start_makes_the_claim_not_run(tmp_path, store):
+    path = tmp_path / "mnist.toml"
+    text = _claim_text(set_=[f"data.data_dir={json.dumps(str(tmp_path / 'no-data'))}", "train.steps=50",
+                             "train.threads=1"])
+    path.write_text(text.replace('base = "quickstart"', 'base = "omnigrok-mnist"'))
+    (claim,) = load_claims([path])
+    result = reproduce(claim, "quick", store, workers=1)
+    assert result.verdict == NOT_RUN and "failed" in result.measured
+
+
+def test_report_claims_command_writes_the_page(tmp_path, store):
+    out = tmp_path / "claims.html"
+    assert main(["report", "--claims", "-o", str(out), "--store", str(store.paths.root)]) == 0
+    html = out.read_text()
+    assert 'id="claims-table"' in html and "mixture-speed-gap" in html and "needs protocol" in html
