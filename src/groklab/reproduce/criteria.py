@@ -119,10 +119,9 @@ class DelayRatio:
         return Outcome(_share([r >= self.min_ratio for r in ratios]), f"{text}: delay {med:.1f}× (median)", figures)
 
 
-@criterion("groks_within")
 @dataclass(frozen=True)
-class GroksWithin:
-    """Every run's validation accuracy reaches `level` within `steps` steps."""
+class _ValWithin:
+    """Shared by the two budget checks: one group, a step budget and an accuracy level."""
 
     steps: int
     group: str = "main"
@@ -131,10 +130,18 @@ class GroksWithin:
     def groups(self) -> tuple[str, ...]:
         return (self.group,)
 
-    def evaluate(self, ev: Evidence) -> Outcome:
+    def _times(self, ev: Evidence) -> tuple[list, list[float], int]:
         runs = ev[self.group].runs
-        ts = [_t_val(r, self.level) for r in runs]
-        budget = min(r.metrics.steps for r in runs)
+        return runs, [_t_val(r, self.level) for r in runs], min(r.metrics.steps for r in runs)
+
+
+@criterion("groks_within")
+@dataclass(frozen=True)
+class GroksWithin(_ValWithin):
+    """Every run's validation accuracy reaches `level` within `steps` steps."""
+
+    def evaluate(self, ev: Evidence) -> Outcome:
+        runs, ts, budget = self._times(ev)
         text = f"val {self.level:.0%} at step {', '.join(_fmt(t) for t in ts)}; max val {max(r.metrics.max_val_acc for r in runs):.3f}"
         if all(math.isinf(t) for t in ts) and budget < self.steps:
             return Outcome(INCONCLUSIVE, f"{text} (ran {budget} of {self.steps} steps)", {"t_val": ts})
@@ -143,20 +150,11 @@ class GroksWithin:
 
 @criterion("never_groks")
 @dataclass(frozen=True)
-class NeverGroks:
+class NeverGroks(_ValWithin):
     """No run's validation accuracy reaches `level` within `steps` steps."""
 
-    steps: int
-    group: str = "main"
-    level: float = 0.99
-
-    def groups(self) -> tuple[str, ...]:
-        return (self.group,)
-
     def evaluate(self, ev: Evidence) -> Outcome:
-        runs = ev[self.group].runs
-        ts = [_t_val(r, self.level) for r in runs]
-        budget = min(r.metrics.steps for r in runs)
+        runs, ts, budget = self._times(ev)
         text = f"max val {max(r.metrics.max_val_acc for r in runs):.3f} in {budget} steps"
         if any(t <= self.steps for t in ts):
             return Outcome(NOT_REPRODUCED, f"val {self.level:.0%} at step {min(ts):g}", {"t_val": ts})
