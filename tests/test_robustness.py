@@ -51,6 +51,19 @@ def _one_error_line(capsys) -> str:
 
 # ---------------------------------------------------------------- SIGTERM, lost processes
 
+def test_sigterm_stops_a_sweep_with_exit_143(tmp_path, capsys, monkeypatch):
+    def terminate_at_40(step, state):
+        if step >= 40:
+            os.kill(os.getpid(), signal.SIGTERM)
+    _with_hook(monkeypatch, terminate_at_40)
+    store = tmp_path / "runs"
+    args = ["sweep", "quickstart", "--grid", "data.frac_train=0.4", "--name", "term", "--store", str(store),
+            "--workers", "1", *QUICK, "--set", "train.steps=2000", "--set", "train.device=cpu"]
+    assert main(args) == 143
+    assert "terminated (SIGTERM)" in capsys.readouterr().err
+    assert [r["status"] for r in Store(store).list(sweep="term")] == ["stopped"]
+
+
 def test_sigterm_stops_like_ctrl_c(tmp_path, capsys, monkeypatch):
     def terminate_at_40(step, state):
         if step >= 40:

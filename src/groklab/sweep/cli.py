@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import signal
 import sys
 from typing import Any
 
@@ -71,19 +70,19 @@ def cmd_sweep(args) -> int:
                   + f", val 99% at {_fmt(s.get('step_val_99'))}" + (f" — {o.error}" if o.error else "")
                   + f" ({o.seconds:.0f} s)", file=out, flush=True)
 
-    # SIGTERM (a batch scheduler, `timeout`, `kill`) stops as cleanly as Ctrl-C.
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    # SIGTERM (a batch scheduler, `timeout`, `kill`) stops as cleanly as Ctrl-C: `groklab.cli.main`
+    # turns it into KeyboardInterrupt and remembers it, for the exit code (143, or 130 for Ctrl-C).
     try:
         report = run_sweep(spec, store=args.store, backend=args.backend, pack=args.pack, workers=args.workers,
                            address=args.address, max_retries=args.retries if args.retries is not None else 2,
                            storage=args.storage,
                            dry_run=args.dry_run, on_plan=on_plan, on_done=on_done)
     except KeyboardInterrupt:
-        print(f"groklab: sweep {spec.name} interrupted; runs were left resumable — run the same command again "
+        from ..cli import _TERMINATED
+        how = "terminated (SIGTERM)" if _TERMINATED else "interrupted"
+        print(f"groklab: sweep {spec.name} {how}; runs were left resumable — run the same command again "
               f"to continue", file=sys.stderr)
-        return 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+        return 143 if _TERMINATED else 130
     plan = report.plan
     if args.json:
         print(json.dumps(_json_report(report)))
@@ -99,10 +98,6 @@ def cmd_sweep(args) -> int:
         print(f"groklab: group {o.group_id or '?'} ({', '.join(c.name for c in o.group.cfgs)}): "
               f"{o.error or ', '.join(o.statuses)}", file=sys.stderr)
     return 1 if report.failed else 0
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 def _seeds(text: str | None):
