@@ -10,7 +10,9 @@
    quickstart N = 256) against the solo rate, and attention as SDPA vs broadcast products;
 4. time to grok: nanda2023 solo to val 99 % (early stop), wall seconds and step;
 5. precision: 8 nanda2023 seeds in one ensemble under fp32, tf32 and bf16: steps to val 99 %;
-6. peak GPU memory of each configuration; the card and the torch version.
+6. compile: nanda2023 N = 64 member-steps/s with `train.compile` off and on, per precision (and N = 256);
+7. profile (only when named in --only): the top CUDA kernels of a nanda2023 N = 64 step, eager;
+8. peak GPU memory of each configuration; the card and the torch version.
 Rates exclude start-up: they are measured between the first evaluation after `WARM` steps and the last.
 """
 from __future__ import annotations
@@ -106,9 +108,15 @@ def _sync():
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="tiny step counts (checks the script, e.g. on a CPU)")
-    ap.add_argument("--skip", default="", help="comma-separated sections to skip: solo,plain,ensemble,grok,precision")
+    ap.add_argument("--skip", default="", help="comma-separated sections to skip: "
+                                               "solo,plain,ensemble,grok,precision,compile")
+    ap.add_argument("--only", default="", help="comma-separated sections to run (all but profile by default)")
+    ap.add_argument("--compile", action="store_true", help="train.compile=true in the grok and precision sections")
     args = ap.parse_args()
-    skip = set(args.skip.split(","))
+    sections = {"solo", "plain", "ensemble", "grok", "precision", "compile", "profile"}
+    run = set(args.only.split(",")) if args.only else sections - {"profile"}
+    skip = sections - run | set(args.skip.split(","))
+    comp = [f"train.compile={str(args.compile).lower()}"]
     q = args.quick
     solo_steps, warm = (300, 100) if q else (2500, 500)
     rows: list[tuple[str, str]] = []
@@ -149,7 +157,7 @@ def main() -> None:
         n, rates, saved = (4 if q else 64), {}, tmod._use_broadcast
         try:
             for name, choice in (("broadcast", True), ("SDPA", False)):
-                tmod._use_broadcast = lambda q_, t_, c=choice: c  # looked up at call time by Attention
+                tmod._use_broadcast = lambda t_, c=choice: c  # looked up at call time by Attention
                 rates[name] = n * timed(members(cfg_for("nanda2023", ens_steps), n), ens_warm)[0]
         finally:
             tmod._use_broadcast = saved
@@ -164,7 +172,7 @@ def main() -> None:
             f"peak {peak:.1f} GB)")
 
     if "grok" not in skip:
-        cfg = load_config("nanda2023", [f"train.device={DEVICE}", "train.early_stop=true", "train.threads=1"]
+        cfg = load_config("nanda2023", [f"train.device={DEVICE}", "train.early_stop=true", "train.threads=1", *comp]
                           + (["data.p=23", "train.steps=3000"] if q else []))
         t = time.perf_counter()
         (res,) = train(cfg, progress=False)
@@ -180,7 +188,7 @@ def main() -> None:
         n = 2 if q else 8
         for precision in ("fp32", "tf32", "bf16"):
             cfg = load_config("nanda2023", [f"train.device={DEVICE}", "train.early_stop=true", "train.threads=1",
-                                            f"train.precision={precision}", "train.steps=25000"]
+                                            f"train.precision={precision}", "train.steps=25000", *comp]
                               + (["data.p=23", "train.steps=2000"] if q else []))
             t = time.perf_counter()
             res = train(members(cfg, n), progress=False)
@@ -189,6 +197,33 @@ def main() -> None:
             spread = f"{statistics.mean(ok):.0f} ± {statistics.stdev(ok):.0f}" if len(ok) > 1 else "-"
             out(f"nanda2023 {n} seeds, {precision}: val 99% steps (mean ± sd)",
                 f"{hits} -> {spread} ({time.perf_counter() - t:.0f} s)")
+
+    if "compile" not in skip:
+        n, steps, w = (4, 200, 100) if q else (64, 450, 150)
+        for precision, on in (("fp32", "false"), ("fp32", "true"), ("tf32", "true"), ("bf16", "false"),
+                              ("bf16", "true")):
+            t = time.perf_counter()
+            rate, _, peak = timed(members(cfg_for("nanda2023", steps, f"train.precision={precision}",
+                                                  f"train.compile={on}"), n), w)
+            out(f"nanda2023 N={n} {precision} compile={on} member-steps/s",
+                f"{rate * n:.0f} (peak {peak:.1f} GB; call {time.perf_counter() - t:.0f} s incl. compile)")
+        if not q:
+            rate, _, peak = timed(members(cfg_for("nanda2023", steps, "train.precision=bf16", "train.compile=true"),
+                                          256), w)
+            out("nanda2023 N=256 bf16 compile=true member-steps/s", f"{rate * 256:.0f} (peak {peak:.1f} GB)")
+
+    if "profile" not in skip:
+        from torch.profiler import ProfilerActivity, profile
+        n = 4 if q else 64
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if DEVICE == "cuda" else [])
+        for on in ("false", "true"):
+            cfgs = members(cfg_for("nanda2023", 30, "train.cuda_graphs=false", f"train.compile={on}"), n)
+            train(cfgs, progress=False)  # compile, allocator warm-up
+            with profile(activities=acts) as prof:
+                train(cfgs, progress=False)
+            key = "self_device_time_total" if DEVICE == "cuda" else "self_cpu_time_total"
+            print(f"\nprofile: nanda2023 N={n} eager, compile={on}, 30 steps + 1 evaluation")
+            print(prof.key_averages().table(sort_by=key, row_limit=18, max_name_column_width=70))
 
     width = max(len(r[0]) for r in rows)
     print("\ngroklab GPU benchmarks")

@@ -108,6 +108,18 @@ def test_cuda_graphs_capture_and_equal_eager_steps():
     close(graphed, eager)
 
 
+def test_compiled_step_is_captured_and_follows_the_eager_run():
+    # Two members (dropout on, a phase that changes the training set: a recompile and a re-capture).
+    base = cuda(*TRANSFORMER, "model.dropout=0.1", "train.phases=[{start=40, train_frac=0.5}]", steps=80)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        compiled = train(pair(with_overrides(base, {"train.compile": True})), progress=False)
+    assert not [w for w in caught if "capture failed" in str(w.message)], [str(w.message) for w in caught]
+    eager = train(pair(base), progress=False)
+    for c, e in zip(compiled, eager):
+        close(c.metrics, e.metrics)
+
+
 def test_deterministic_runs_repeat_bitwise_and_member_equals_solo():
     base = cuda(*TRANSFORMER, "model.dropout=0.1", "train.deterministic=true", steps=80)
     a, b = (train(base, progress=False)[0].metrics for _ in range(2))

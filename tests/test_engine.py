@@ -122,3 +122,17 @@ def test_error_mid_run_marks_failed_and_resume_finishes(tmp_path):
     assert store.list()[0]["status"] == "failed"
     (rec,) = resume(1, store)
     assert rec.status == "finished" and rec.summary["steps"] == 80
+
+
+def test_compiled_step_trains_like_the_eager_step():
+    # train.compile fuses the step's forward and loss with torch.compile (inductor's C++ backend on
+    # the CPU): the same run within float rounding, and the compiled frame really ran.
+    from torch._dynamo.utils import counters
+    cfg = tiny(steps=40)
+    counters.clear()
+    compiled = train(with_overrides(cfg, {"train.compile": True}), progress=False)[0].metrics
+    assert counters["stats"]["unique_graphs"] >= 1, dict(counters["stats"])
+    eager = train(cfg, progress=False)[0].metrics
+    cols = ["train_loss", "val_loss", "param_norm"]
+    torch.testing.assert_close(torch.tensor(compiled[cols].values), torch.tensor(eager[cols].values),
+                               rtol=1e-4, atol=1e-5)

@@ -264,6 +264,9 @@ class TrainCfg:
     """torch's deterministic algorithms (CUDA: bitwise-reproducible runs, somewhat slower)."""
     cuda_graphs: bool = True
     """On CUDA, replay each phase's training step as one CUDA graph (no effect on the CPU)."""
+    compile: bool = False
+    """torch.compile the step's forward and loss (fused kernels; the first steps compile for a while).
+    Pays for large ensembles on a GPU; off by default (compile time, and results differ in the last bits)."""
     phases: tuple[Phase, ...] = ()
     """Phased schedule: late weight decay, wd removal, ungrokking, loss switches."""
 

@@ -22,19 +22,23 @@ from .layers import ACTIVATIONS, HookPoint, MDropout, MEmbedding, MLayerNorm, ML
 SHORT_SEQ = 16
 
 
-def _use_broadcast(q: torch.Tensor, t: int) -> bool:
+def _use_broadcast(t: int) -> bool:
     return t <= SHORT_SEQ
 
 
 def _short_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:
-    """softmax(q k^T / sqrt(dh)) v for short sequences; q (B, H, Tq, dh), k/v (B, H, T, dh)."""
-    scores = (q.unsqueeze(3) * k.unsqueeze(2)).sum(-1) * q.shape[-1] ** -0.5   # (B, H, Tq, T)
+    """softmax(q k^T / sqrt(dh)) v for short sequences; q (B, Tq, H, dh), k/v (B, T, H, dh) -> (B, Tq, H, dh).
+
+    Token-major layout throughout: the projections' outputs are used as they come (views), so
+    neither direction copies a transposed tensor.
+    """
+    scores = (q.unsqueeze(2) * k.unsqueeze(1)).sum(-1) * q.shape[-1] ** -0.5   # (B, Tq, T, H)
     if causal:
-        t = k.shape[2]
+        t = k.shape[1]
         mask = torch.ones(t, t, dtype=torch.bool, device=q.device).triu(1)
-        scores = scores.masked_fill(mask, float("-inf"))
-    pattern = torch.softmax(scores, dim=-1)
-    return (pattern.unsqueeze(-1) * v.unsqueeze(2)).sum(3)                  # (B, H, Tq, dh)
+        scores = scores.masked_fill(mask.unsqueeze(-1), float("-inf"))
+    pattern = torch.softmax(scores, dim=2)
+    return (pattern.unsqueeze(-1) * v.unsqueeze(1)).sum(2)
 
 
 class Attention(nn.Module):
@@ -51,15 +55,18 @@ class Attention(nn.Module):
         h, dh = self.n_heads, d // self.n_heads
         q_in = x[:, :, -1:] if last_only else x
         tq = q_in.shape[2]
-        q = self.q(q_in).view(n * b, tq, h, dh).transpose(1, 2)          # (N·B, H, Tq, dh)
-        k, v = self.kv(x).view(n * b, t, 2, h, dh).permute(2, 0, 3, 1, 4)  # 2 × (N·B, H, T, dh)
+        q = self.q(q_in).view(n * b, tq, h, dh)
+        # Keys and values as views of the projection's output: unbinding copies their gradients
+        # back together once, where a transposed (B, H, T, dh) layout would copy each direction.
+        k, v = self.kv(x).view(n * b, t, 2, h, dh).unbind(2)
         # The last query may attend to every key, so causality only matters for full queries.
         causal = self.causal and not last_only
-        if _use_broadcast(q, t):
+        if _use_broadcast(t):
             out = _short_attention(q, k, v, causal)
         else:
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-        return self.o(out.transpose(1, 2).reshape(n, b, tq, d))
+            out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                                 is_causal=causal).transpose(1, 2)
+        return self.o(out.reshape(n, b, tq, d))
 
 
 class Block(nn.Module):

@@ -31,7 +31,7 @@ __all__ = ["Resources", "Group", "Plan", "plan_sweep", "pack_groups", "run_key",
 
 # Fields that say how a run executes, not what it computes: never part of a run's identity.
 EXEC_FIELDS = frozenset({"name", "description", "train.threads", "train.device", "train.checkpoint_every",
-                         "train.cuda_graphs"})
+                         "train.cuda_graphs", "train.compile"})
 DONE = ("finished", "diverged")          # terminal: a re-run skips these
 MAX_GPU_PACK = 256                        # beyond this, one group's evaluation dominates anyway
 GPU_BUDGET = 0.5                          # fraction of free GPU memory the estimate may fill

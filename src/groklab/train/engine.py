@@ -300,7 +300,8 @@ class _Run:
         graphs = (device.type == "cuda" and c0.train.cuda_graphs and not (weight_noise or noisy)
                   and c0.optim.grokfast != "ma")
         self.train_step = TrainStep(self.model, self.flat, self.opt, self.hp, self.task, self.labels, self.step_t,
-                                    lr_table, self.base_lr, weight_noise, c0.train.precision, graphs)
+                                    lr_table, self.base_lr, weight_noise, c0.train.precision, graphs,
+                                    c0.train.compile)
 
         # store rows, or the checkpoint of a stored group
         self.members, self.start, self.wall_before = _Members(n), 0, 0.0

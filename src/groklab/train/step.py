@@ -46,13 +46,20 @@ class TrainStep:
 
     def __init__(self, model: MemberModel, flat: FlatParams, opt: MemberOptimizer, hp: MemberHParams,
                  task: TaskData, labels: torch.Tensor, step_t: torch.Tensor, lr_table: torch.Tensor,
-                 base_lr: torch.Tensor, weight_noise: bool, precision: str, graphs: bool):
+                 base_lr: torch.Tensor, weight_noise: bool, precision: str, graphs: bool,
+                 compile: bool = False):
         self.model, self.flat, self.opt, self.hp = model, flat, opt, hp
         self.task, self.labels, self.step_t = task, labels, step_t
         self.lr_table, self.base_lr = lr_table, base_lr      # (steps,) factors; (N, 1) phase lr
         self.weight_noise = weight_noise
         self.precision = precision
         self.graphs = graphs
+        # torch.compile fuses the forward's and backward's elementwise chains (the broadcast
+        # attention products, activations, the loss): on a GPU those, not the matmuls, bound an
+        # ensemble step. Compiled on the first call; a graph capture replays the compiled kernels.
+        if compile:
+            torch._dynamo.reset()  # a new step's guards would otherwise count against dynamo's recompile limit
+        self.forward_loss = torch.compile(self._forward_loss, dynamic=False) if compile else self._forward_loss
         self.inputs: StepInputs | None = None
         self._graph: torch.cuda.CUDAGraph | None = None
         self._warm = 0
@@ -72,9 +79,7 @@ class TrainStep:
         if self.weight_noise:
             noise = self.opt.noise(hp.weight_noise * hp.active)
             flat.data.add_(noise)
-        with autocast(self.step_t.device, self.precision):
-            out = self.model(x)
-        per_ex = self.inputs.loss(out.float(), y)
+        per_ex = self.forward_loss(x, y)
         loss = per_ex.mean(1) if w is None else (per_ex * w).sum(1) / w.sum(1)
         # A diverged member's NaN must not reach the others (their gradients are separate).
         torch.where(hp.active.view(-1) > 0, loss, torch.zeros_like(loss)).sum().backward()
@@ -84,6 +89,12 @@ class TrainStep:
         self.opt.step(hp)
         flat.zero_grad()
         self.step_t += 1
+
+    def _forward_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-example losses (N, B) of the members' forward pass."""
+        with autocast(self.step_t.device, self.precision):
+            out = self.model(x)
+        return self.inputs.loss(out.float(), y)
 
     def __call__(self) -> None:
         if not self.graphs:
