@@ -135,3 +135,17 @@ def test_ffn_only_dropout_lengthens_the_delay_on_a_tiny_transformer():
                              progress=False)[0].summary for w in ("all", "ffn"))
     assert everywhere["train_acc"] >= 0.99 and ffn["train_acc"] >= 0.99, (everywhere, ffn)
     assert everywhere["val_acc"] >= 0.9 and ffn["val_acc"] <= 0.7, (everywhere, ffn)
+
+
+@pytest.mark.parametrize("preset, k, p, frac, model", [
+    ("kwise3-transformer", 3, 23, 0.3, "transformer"), ("kwise4-mlp", 4, 13, 0.5, "mlp")])
+def test_kwise_presets_are_the_measured_configs(preset, k, p, frac, model):
+    cfg = load_config(preset)
+    assert (cfg.data.task, cfg.data.k, cfg.data.p, cfg.data.frac_train, cfg.model.name) == ("kwise", k, p, frac, model)
+    assert cfg.train.early_stop and cfg.train.steps == 20000
+    if model == "transformer":   # the study's Transformer, as repro-transformer
+        assert cfg.model == load_config("repro-transformer").model
+    task = TASKS.get("kwise")().build(cfg.data)
+    assert task.x.shape == (p ** k, 2 * k) and torch.equal(task.y, task.x[:, 0::2].sum(1) % p)
+    out = build_model(cfg.model, task, 1)(task.x[:4].unsqueeze(0))
+    assert out.shape == (1, 4, p)
