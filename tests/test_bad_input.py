@@ -131,6 +131,10 @@ CORPUS = [
     ("output-vs-loss", ["run", "quickstart", *GUARD, *_s("model.output=sigmoid", "train.loss=ce")], None,
      "normalizes the logits itself"),
     ("seq-format-mlp", ["run", "quickstart", *GUARD, *_s("data.fmt=seq")], None, "needs data.fmt='op'"),
+    ("transformer-norm", ["run", "repro-transformer", *GUARD, *_s("model.norm=mid")], None,
+     "model.norm='mid' must be one of 'pre', 'post'"),
+    ("transformer-only-field", ["run", "quickstart", *GUARD, *_s("model.dropout_at=ffn")], None,
+     "model.dropout_at='ffn' is read by model.name='transformer' only"),
     # phases
     ("phases-unordered", ["run", "quickstart", *GUARD, *_s("train.phases=[{start=3}, {start=1}]")], None,
      "must be after the previous phase's start"),

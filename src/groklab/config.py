@@ -91,6 +91,10 @@ class DataCfg:
         _check_range("data.n_val", self.n_val, 0)
 
 
+# Transformer-only choices and their defaults (other models refuse a non-default value).
+TRANSFORMER_ONLY = {"init": "scaled", "norm": "pre", "dropout_at": "all", "positions": "learned"}
+
+
 @dataclass(frozen=True)
 class ModelCfg:
     """The network: a registered architecture and its sizes."""
@@ -117,6 +121,20 @@ class ModelCfg:
     """Use layer norm (pre-norm Transformer; optional on recurrent outputs)."""
     causal: bool = True
     """Causal attention mask (decoder-only Transformer)."""
+    init: Literal["scaled", "torch"] = "scaled"
+    """Transformer embedding init: `scaled` = token and learned position embeddings N(0, 1/d);
+    `torch` = PyTorch's defaults, nn.Embedding's N(0, 1) (the studies' and openai/grok's code).
+    Linear layers are uniform ±1/sqrt(fan_in) (nn.Linear's default) either way."""
+    norm: Literal["pre", "post"] = "pre"
+    """Transformer layer-norm placement: `pre` = x + attn(ln(x)), x + ffn(ln(x)), final ln before
+    the unembedding (GPT-2); `post` = ln(x + attn(x)), ln(a + ffn(a)), no final ln (Power et al.'s
+    decoder, openai/grok). Needs model.layer_norm = true to matter."""
+    dropout_at: Literal["all", "ffn"] = "all"
+    """Where the Transformer applies model.dropout: `all` = embeddings, attention output and
+    feed-forward output (GPT-2); `ffn` = the feed-forward output only (openai/grok)."""
+    positions: Literal["learned", "sinusoidal"] = "learned"
+    """Transformer positional embedding: `learned` (a parameter) or `sinusoidal` (fixed sines and
+    cosines, Vaswani et al.; openai/grok)."""
     init_scale: float = 1.0
     """Initialization scale α: initial weights are multiplied by α (Omnigrok)."""
     logit_scale: float = 1.0
@@ -139,6 +157,11 @@ class ModelCfg:
         _check_range("model.dropout", self.dropout, 0, 1, hi_open=True)
         _check_range("model.init_scale", self.init_scale, 0, lo_open=True)
         _check_range("model.logit_scale", self.logit_scale, 0, lo_open=True)
+        if self.name != "transformer":
+            for name, default in TRANSFORMER_ONLY.items():
+                if getattr(self, name) != default:
+                    _fail(f"model.{name}", getattr(self, name),
+                          f"is read by model.name='transformer' only (here {self.name!r}); leave it at {default!r}")
         if self.name == "transformer" and self.d_model % self.n_heads:
             raise ConfigError(
                 f"model.d_model={self.d_model} must be divisible by model.n_heads={self.n_heads}")

@@ -65,13 +65,14 @@ class MLinear(nn.Module):
 class MEmbedding(nn.Module):
     """Token embedding per member: weight (N, V, d); tokens (N, ...) → (N, ..., d)."""
 
-    def __init__(self, n: int, vocab: int, d: int):
+    def __init__(self, n: int, vocab: int, d: int, std: float | None = None):
         super().__init__()
         self.vocab = vocab
+        self.std = 1.0 / math.sqrt(d) if std is None else std  # None: N(0, 1/d); nn.Embedding: 1
         self.weight = nn.Parameter(torch.empty(n, vocab, d))
 
     def reset(self, gens: Gens) -> None:
-        _fill_normal(self.weight, 1.0 / math.sqrt(self.weight.shape[-1]), gens)
+        _fill_normal(self.weight, self.std, gens)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         n = self.weight.shape[0]
@@ -86,15 +87,34 @@ class MEmbedding(nn.Module):
 class MPositional(nn.Module):
     """Learned positional embedding per member: (N, T, d), added to (N, B, T, d)."""
 
-    def __init__(self, n: int, seq_len: int, d: int):
+    def __init__(self, n: int, seq_len: int, d: int, std: float | None = None):
         super().__init__()
+        self.std = 1.0 / math.sqrt(d) if std is None else std
         self.weight = nn.Parameter(torch.empty(n, seq_len, d))
 
     def reset(self, gens: Gens) -> None:
-        _fill_normal(self.weight, 1.0 / math.sqrt(self.weight.shape[-1]), gens)
+        _fill_normal(self.weight, self.std, gens)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.weight.unsqueeze(1)
+
+
+class MSinusoidal(nn.Module):
+    """Fixed sinusoidal positions (Vaswani et al.): pe[t, 2i] = sin(t / 10000^(2i/d)), pe[t, 2i+1] =
+    cos(...), the same for every member, added to (N, B, T, d). A buffer, not a parameter: it draws
+    nothing at init, is not decayed or trained, and is not checkpointed (it is recomputed)."""
+
+    def __init__(self, seq_len: int, d: int):
+        super().__init__()
+        t = torch.arange(seq_len, dtype=torch.float64).unsqueeze(1)
+        freq = torch.exp(torch.arange(0, d, 2, dtype=torch.float64) * (-math.log(10000.0) / d))
+        pe = torch.zeros(seq_len, d, dtype=torch.float64)
+        pe[:, 0::2] = torch.sin(t * freq)
+        pe[:, 1::2] = torch.cos(t * freq)[:, : d // 2]
+        self.register_buffer("pe", pe.float(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.pe.to(x.dtype)
 
 
 class MLayerNorm(nn.Module):

@@ -12,7 +12,8 @@ from torch import nn
 from ..config import ModelCfg
 from ..data.tasks import TaskData
 from .base import MODELS, MemberModel
-from .layers import ACTIVATIONS, HookPoint, MDropout, MEmbedding, MLayerNorm, MLinear, MPositional
+from .layers import (ACTIVATIONS, HookPoint, MDropout, MEmbedding, MLayerNorm, MLinear, MPositional,
+                     MSinusoidal)
 
 
 # Below this length, attention as broadcast products beats SDPA and batched matmuls: the task
@@ -70,22 +71,37 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
+    """One decoder block. `model.norm` places its layer norms, `model.dropout_at` its dropout:
+
+    pre:  x ← x + drop_a(attn(ln1(x))),  x ← x + drop_f(ffn(ln2(x)))
+    post: x ← ln1(x + drop_a(attn(x))),  x ← ln2(x + drop_f(ffn(x)))
+
+    drop_a is off (p = 0, no mask drawn) when dropout_at = "ffn".
+    """
+
     def __init__(self, cfg: ModelCfg, n: int):
         super().__init__()
         d = cfg.d_model
+        self.post = cfg.norm == "post"
         self.ln1 = MLayerNorm(n, d) if cfg.layer_norm else nn.Identity()
         self.attn = Attention(n, d, cfg.n_heads, cfg.causal)
         self.ln2 = MLayerNorm(n, d) if cfg.layer_norm else nn.Identity()
         self.fc_in = MLinear(n, d, cfg.d_mlp)
         self.fc_out = MLinear(n, cfg.d_mlp, d)
         self.act = ACTIVATIONS[cfg.activation]
+        self.drop_attn = MDropout(cfg.dropout if cfg.dropout_at == "all" else 0.0)
         self.drop = MDropout(cfg.dropout)
         self.hook_attn_out = HookPoint()
         self.hook_mlp_post = HookPoint()
 
     def forward(self, x: torch.Tensor, last_only: bool) -> torch.Tensor:
+        if self.post:
+            a = self.hook_attn_out(self.attn(x, last_only))
+            x = self.ln1((x[:, :, -1:] if last_only else x) + self.drop_attn(a))
+            m = self.hook_mlp_post(self.act(self.fc_in(x)))
+            return self.ln2(x + self.drop(self.fc_out(m)))
         a = self.hook_attn_out(self.attn(self.ln1(x), last_only))
-        x = (x[:, :, -1:] if last_only else x) + self.drop(a)
+        x = (x[:, :, -1:] if last_only else x) + self.drop_attn(a)
         m = self.hook_mlp_post(self.act(self.fc_in(self.ln2(x))))
         return x + self.drop(self.fc_out(m))
 
@@ -97,11 +113,17 @@ class Transformer(MemberModel):
     def __init__(self, cfg: ModelCfg, task: TaskData, n_members: int):
         super().__init__(cfg, task, n_members)
         n, d = n_members, cfg.d_model
-        self.embed = MEmbedding(n, task.vocab, d)
-        self.pos = MPositional(n, task.seq_len, d)
-        self.drop = MDropout(cfg.dropout)
+        std = 1.0 if cfg.init == "torch" else None   # None: the layers' N(0, 1/d)
+        self.embed = MEmbedding(n, task.vocab, d, std=std)
+        if cfg.positions == "sinusoidal":
+            self.pos = MSinusoidal(task.seq_len, d)
+        else:
+            self.pos = MPositional(n, task.seq_len, d, std=std)
+        self.drop = MDropout(cfg.dropout if cfg.dropout_at == "all" else 0.0)
         self.blocks = nn.ModuleList(Block(cfg, n) for _ in range(cfg.n_layers))
-        self.ln_f = MLayerNorm(n, d) if cfg.layer_norm else nn.Identity()
+        # Post-norm blocks end normalized; Power et al.'s decoder has no final norm.
+        final_norm = cfg.layer_norm and cfg.norm == "pre"
+        self.ln_f = MLayerNorm(n, d) if final_norm else nn.Identity()
         self.unembed = MLinear(n, d, task.n_out, bias=False)
         self.hook_embed = HookPoint()
         self.hook_resid_final = HookPoint()
