@@ -69,7 +69,7 @@ def run_mixture(arch: str = "mlp", w_mem2: float = 10.0, w_gen2: float = 1.0, *,
     # decay finds that step, and the same seed retraces the probe's path up to it. Trained longer,
     # its logits keep growing and it would out-compete C_gen in the mixture on scale alone.
     probe_cfg = mem_config(base, "fit", int(gen.summary.get("steps") or base.train.steps))
-    probe, _ = ensure_run(replace(probe_cfg, name=f"{base.name}-Cmem-probe"), store, progress=progress,
+    probe, probe_reused = ensure_run(replace(probe_cfg, name=f"{base.name}-Cmem-probe"), store, progress=progress,
                           train_missing=train_missing)
     fit_steps = probe.summary.get("step_train_99") or probe.summary.get("steps")
     mem, mem_reused = ensure_run(mem_config(base, "fit", int(fit_steps)), store, progress=progress,
@@ -77,7 +77,8 @@ def run_mixture(arch: str = "mlp", w_mem2: float = 10.0, w_gen2: float = 1.0, *,
     check_mem(mem)
     cfg = mixture_config(base, mem.run_id, gen.run_id, w_mem2, w_gen2, store, quick, mix_overrides)
     mix, mix_reused = ensure_run(cfg, store, progress=progress, train_missing=train_missing)
-    return MixtureResult(mem, gen, mix, {"c_gen": gen_reused, "c_mem": mem_reused, "mixture": mix_reused})
+    return MixtureResult(mem, gen, mix, {"c_gen": gen_reused, "c_mem_probe": probe_reused, "c_mem": mem_reused,
+                                         "mixture": mix_reused})
 
 
 def mixture_summary(m: pd.DataFrame, low: float = 0.1) -> dict:

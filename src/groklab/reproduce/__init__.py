@@ -100,15 +100,15 @@ def _protocol_group(claim: Claim, group: str, size: str, store, overrides: tuple
 
     params, sets, seeds = claim.protocol_call(group, size)
     name = dict(claim.runs)[group].protocol
-    runs = []
+    runs, missing = [], ""
     for seed in seeds:
         try:
             runs.append(params.run(store, size == "quick", [*sets, *overrides, f"train.seed={seed}"], train_missing))
-        except MissingRun:
-            continue
+        except MissingRun as e:
+            missing = missing or str(e)
         except ComponentError as e:  # a component missed its target within the size's budget
             return ProtocolEvidence(group, name, len(seeds), tuple(runs), error=f"{group}: {e}")
-    return ProtocolEvidence(group, name, len(seeds), tuple(runs))
+    return ProtocolEvidence(group, name, len(seeds), tuple(runs), missing=missing)
 
 
 def evaluate(claim: Claim, size: str, store, overrides: tuple[str, ...] = ()) -> ClaimResult:
@@ -124,7 +124,8 @@ def evaluate(claim: Claim, size: str, store, overrides: tuple[str, ...] = ()) ->
     if errors:
         return ClaimResult(claim, size, Outcome(INCONCLUSIVE, "; ".join(errors)), tuple(ev.run_ids))
     if ev.missing:
-        have = ", ".join(f"{g} {n}/{m}" for g, (n, m) in ev.missing.items())
+        have = ", ".join(f"{g} {n}/{m}" + (f" ({groups[g].missing})" if getattr(groups[g], "missing", "") else "")
+                         for g, (n, m) in ev.missing.items())
         return ClaimResult(claim, size, Outcome(NOT_RUN, f"runs in store: {have}"), tuple(ev.run_ids))
     return ClaimResult(claim, size, combine([c.evaluate(ev) for c in claim.checks]), tuple(ev.run_ids))
 

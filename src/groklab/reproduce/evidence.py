@@ -55,6 +55,8 @@ class ProtocolEvidence:
     expected: int
     runs: tuple = ()
     error: str = ""
+    missing: str = ""
+    """The first run the store lacked (when `runs` is short)."""
 
     @property
     def complete(self) -> bool:
