@@ -150,12 +150,13 @@ class NormGrowsWithData:
             if len(sel) >= 2:
                 figs[kind]["ratio"] = norms[-1] / norms[0]
                 figs[kind]["slope"] = _slope(figs[kind]["n"], norms)
-        text = "; ".join(parts) + (f"; not at the loss target: {', '.join(unread)}" if unread else "")
+        text = "; ".join(parts)
+        skipped = f" (not at the loss target: {', '.join(unread)})" if unread else ""
         if any(len(sel) < 2 for sel in by.values()):
-            return INCONCLUSIVE, f"{text} (fewer than two points of a kind reached the target)", figs
+            return INCONCLUSIVE, f"{text}{skipped}: fewer than two points of a kind reached the target", figs
         mem, gen = figs["C_mem"], figs["C_gen"]
         text += (f": C_mem ×{mem['ratio']:.3f} (log-log slope {mem['slope']:.2f}), "
-                 f"C_gen ×{gen['ratio']:.3f} (slope {gen['slope']:.2f})")
+                 f"C_gen ×{gen['ratio']:.3f} (slope {gen['slope']:.2f}){skipped}")
         grows = all(b > a for a, b in zip(mem["norm"], mem["norm"][1:]))
         flat = gen["ratio"] <= 1 + self.gen_max_growth
         if grows and flat:
