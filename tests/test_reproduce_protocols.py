@@ -59,6 +59,12 @@ cpu_minutes = 1000
     (lambda t: t.replace("[claims.quick]\n", '[claims.quick]\nruns.main.params = { points = "x" }\n'),
      r"\(quick\)\.params\.points='x' must be of type int"),
     (lambda t: t.replace('protocol = "fourier"\n', 'base = "quickstart"\n'), r"only a protocol group .* takes params"),
+    (lambda t: t.replace('name = "fourier_progress", group = "main"', 'name = "delay_ratio", group = "main", min_ratio = 2.0'),
+     r"check\[0\]: check 'delay_ratio' reads a group of runs .*; runs\.main is a fourier protocol group"),
+    (lambda t: t.replace('name = "fourier_progress"', 'name = "mixture_groks"'),
+     r"check 'mixture_groks' reads a mixture protocol group; runs\.main is a fourier protocol group"),
+    (lambda t: t.replace('protocol = "fourier"\nparams = { source = "quickstart", points = 12 }\n', 'base = "quickstart"\n'),
+     r"check 'fourier_progress' reads a fourier protocol group; runs\.main is a group of runs"),
 ])
 def test_bad_protocol_groups_fail_naming_the_field(edit, pattern):
     with pytest.raises(ConfigError, match=pattern):

@@ -226,9 +226,15 @@ def parse_claim(tree: Any, study: str, file: str, index: int) -> Claim:
     runs = {n: _group(g, f"{where}.runs.{n}") for n, g in _check_keys(t.get("runs", {}), tuple(t.get("runs", {})),
                                                                        f"{where}.runs").items()}
     for i, c in enumerate(checks):
+        reads = getattr(type(c), "reads", "")  # a protocol check reads that protocol's groups only
         for g in c.groups():
             if g not in runs:
                 raise ConfigError(f"{where}.check[{i}]: group {g!r} is not one of runs ({', '.join(runs) or 'none'})")
+            if reads != runs[g].protocol:
+                want = f"a {reads} protocol group" if reads else "a group of runs (base = \"...\")"
+                have = f"a {runs[g].protocol} protocol group" if runs[g].protocol else "a group of runs"
+                raise ConfigError(f"{where}.check[{i}]: check {checks_raw[i]['name']!r} reads {want}; "
+                                  f"runs.{g} is {have}")
     sizes = []
     for s in SIZES:
         if s in t:

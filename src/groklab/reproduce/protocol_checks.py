@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import numpy as np
 import pandas as pd
@@ -53,6 +53,7 @@ class MixtureGroks:
     its start only after the training loss is near zero (<= `train_low`); validation accuracy ends
     >= `level`."""
 
+    reads: ClassVar[str] = "mixture"  # the protocol whose groups it reads
     group: str = "main"
     train_low: float = 0.1
     min_rise: float = 0.1
@@ -92,6 +93,7 @@ class LossesFallTogether:
     start by more than `min_rise` of it, and it is below its start when the training loss first
     gets near zero (<= `train_low`)."""
 
+    reads: ClassVar[str] = "mixture"  # the protocol whose groups it reads
     group: str = "main"
     train_low: float = 0.1
     min_rise: float = 0.1
@@ -131,6 +133,7 @@ class NormGrowsWithData:
     `gen_max_growth` (relative) from the smallest to the largest set. A point whose run never
     reached the loss target is not read; fewer than two read points of a kind cannot tell."""
 
+    reads: ClassVar[str] = "efficiency"  # the protocol whose groups it reads
     group: str = "main"
     gen_max_growth: float = 0.05
 
@@ -179,6 +182,7 @@ class FourierProgress:
     key frequencies) falls to `restricted_frac` · ln p before validation accuracy reaches
     `val_level` (the circuit forms before the validation jump)."""
 
+    reads: ClassVar[str] = "fourier"  # the protocol whose groups it reads
     group: str = "main"
     max_key_frac: float = 0.2
     restricted_frac: float = 0.5
