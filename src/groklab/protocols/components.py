@@ -23,6 +23,18 @@ from ..store import Store
 MemKind = Literal["random", "fit"]
 
 
+class MissingRun(LookupError):
+    """A protocol asked only to read the store (``train_missing=False``) needs a run it lacks."""
+
+    def __init__(self, cfg: RunCfg):
+        super().__init__(f"no finished run of {cfg.name!r} ({cfg.description or cfg.model.name}) in the store")
+        self.cfg = cfg
+
+
+class ComponentError(ConfigError):
+    """C_gen did not generalize or C_mem did not memorize: the budget, not the input, is at fault."""
+
+
 def _key(cfg: RunCfg | dict) -> str:
     d = to_dict(cfg) if isinstance(cfg, RunCfg) else dict(cfg)
     d = {k: v for k, v in d.items() if k not in ("name", "description")}
@@ -41,13 +53,17 @@ def find_run(cfg: RunCfg, store: Store, accept: Callable[[dict], bool] = lambda 
 
 
 def ensure_run(cfg: RunCfg, store: Store, *, hooks: Sequence = (), progress: bool = False,
-               accept: Callable[[dict], bool] = lambda row: True) -> tuple[RunRecord, bool]:
-    """Reuse a finished run of `cfg` or train one. Returns (record, reused)."""
+               accept: Callable[[dict], bool] = lambda row: True, train_missing: bool = True
+               ) -> tuple[RunRecord, bool]:
+    """Reuse a finished run of `cfg` or train one (or, with `train_missing=False`, raise
+    :class:`MissingRun`). Returns (record, reused)."""
     from ..train import train
 
-    found = find_run(cfg, store, accept)
+    found = find_run(cfg, store, accept) if store.exists() else None
     if found is not None:
         return found, True
+    if not train_missing:
+        raise MissingRun(cfg)
     (res,) = train(cfg, store=store, hooks=hooks, progress=progress)
     return load_run(res.run_id, store), False
 
@@ -77,13 +93,13 @@ def mem_config(base: RunCfg, kind: MemKind = "random", fit_steps: int | None = N
 def check_gen(rec: RunRecord, min_val: float = 0.99) -> None:
     acc = rec.summary.get("val_acc") or 0.0
     if acc < min_val:
-        raise ConfigError(f"C_gen run {rec.run_id} reached val acc {acc:.3f} < {min_val} in {rec.summary.get('steps')} "
+        raise ComponentError(f"C_gen run {rec.run_id} reached val acc {acc:.3f} < {min_val} in {rec.summary.get('steps')} "
                           f"steps; raise train.steps (or weight decay) with --set")
 
 
 def check_mem(rec: RunRecord, max_val: float = 0.9) -> None:
     train_acc, val_acc = rec.summary.get("train_acc") or 0.0, rec.summary.get("val_acc") or 0.0
     if train_acc < 0.99 or val_acc > max_val:
-        raise ConfigError(f"C_mem run {rec.run_id} is no memorizer (train acc {train_acc:.3f}, val acc "
+        raise ComponentError(f"C_mem run {rec.run_id} is no memorizer (train acc {train_acc:.3f}, val acc "
                           f"{val_acc:.3f}); it must fit the training set (>= 0.99) and stay below "
                           f"{max_val} on validation: change train.steps with --set")

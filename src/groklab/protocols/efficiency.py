@@ -66,12 +66,14 @@ def read_point(rec: RunRecord, kind: str, loss: float, reused: bool) -> Efficien
 
 def run_efficiency(arch: str = "mlp", fractions: Sequence[float] = (0.3, 0.4, 0.5, 0.6), *, store: Store,
                    quick: bool = False, loss: float = 0.05, overrides: Sequence[str] = (),
-                   mem_overrides: Sequence[str] = MEM_OVERRIDES, progress: bool = False) -> list[EfficiencyPoint]:
+                   mem_overrides: Sequence[str] = MEM_OVERRIDES, progress: bool = False,
+                   train_missing: bool = True) -> list[EfficiencyPoint]:
     """Train (or reuse) C_mem and C_gen at each fraction; return one point per run.
 
     Args:
         overrides: dotted overrides for every run (`--set`).
         mem_overrides: further overrides for C_mem only (default `MEM_OVERRIDES`).
+        train_missing: False: read the store only (a missing run raises `MissingRun`).
     """
     base = base_config(arch, quick, overrides)
     base = with_overrides(base, {"train.early_stop": False})  # read at the loss target, not at val 99 %
@@ -86,7 +88,8 @@ def run_efficiency(arch: str = "mlp", fractions: Sequence[float] = (0.3, 0.4, 0.
         mem = mem_config(with_overrides(sized, list(mem_overrides)), "random")
         for kind, cfg in (("C_gen", gen), ("C_mem", mem)):
             hook = CorrectLogitHook(store)  # fresh: it caches the run's data on first use
-            rec, reused = ensure_run(cfg, store, hooks=[hook], progress=progress, accept=has_logit)
+            rec, reused = ensure_run(cfg, store, hooks=[hook], progress=progress, accept=has_logit,
+                                     train_missing=train_missing)
             points.append(read_point(rec, kind, loss, reused))
     return points
 

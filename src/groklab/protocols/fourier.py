@@ -104,8 +104,9 @@ def analyze_run(run_id: int, store: Store) -> FourierResult:
 
 
 def run_fourier(source: str, *, store: Store, quick: bool = False, overrides: Sequence[str] = (),
-                points: int = 30, progress: bool = False) -> FourierResult:
-    """Analyse stored run `source` (an id), or train/reuse preset or TOML `source` with snapshots."""
+                points: int = 30, progress: bool = False, train_missing: bool = True) -> FourierResult:
+    """Analyse stored run `source` (an id), or train/reuse preset or TOML `source` with snapshots
+    (with `train_missing=False` a run missing from the store raises `MissingRun`)."""
     from .components import ensure_run
 
     if str(source).isdigit():
@@ -119,7 +120,8 @@ def run_fourier(source: str, *, store: Store, quick: bool = False, overrides: Se
     if cfg.data.task != "modular" or cfg.data.op != "x+y":
         check_run(cfg, {})
     rec, reused = ensure_run(cfg, store, hooks=[SnapshotHook(store, points)], progress=progress,
-                             accept=lambda row: bool(list_snapshots(store, row["group_id"])))
+                             accept=lambda row: bool(list_snapshots(store, row["group_id"])),
+                             train_missing=train_missing)
     result = analyze_run(rec.run_id, store)
     return FourierResult(result.run, result.p, result.key_freqs, result.spectrum, result.progress,
                          result.snapshots, {"reused": reused})

@@ -57,22 +57,28 @@ def mixture_config(base: RunCfg, c_mem: int, c_gen: int, w_mem2: float, w_gen2: 
 
 def run_mixture(arch: str = "mlp", w_mem2: float = 10.0, w_gen2: float = 1.0, *, store: Store, quick: bool = False,
                 overrides: Sequence[str] = (), mix_overrides: Sequence[str] = (),
-                progress: bool = False) -> MixtureResult:
-    """Train (or reuse) C_gen, C_mem and the mixture; return their records."""
+                progress: bool = False, train_missing: bool = True) -> MixtureResult:
+    """Train (or reuse) C_gen, C_mem and the mixture; return their records.
+
+    With `train_missing=False` nothing trains: a run missing from the store raises
+    :class:`~groklab.protocols.components.MissingRun` (a verdict read from the store only)."""
     base = base_config(arch, quick, overrides)
-    gen, gen_reused = ensure_run(gen_config(base), store, progress=progress)
+    gen, gen_reused = ensure_run(gen_config(base), store, progress=progress, train_missing=train_missing)
     check_gen(gen)
     # C_mem stops at the first evaluation where it fits the training set: a probe without weight
     # decay finds that step, and the same seed retraces the probe's path up to it. Trained longer,
     # its logits keep growing and it would out-compete C_gen in the mixture on scale alone.
     probe_cfg = mem_config(base, "fit", int(gen.summary.get("steps") or base.train.steps))
-    probe, _ = ensure_run(replace(probe_cfg, name=f"{base.name}-Cmem-probe"), store, progress=progress)
+    probe, probe_reused = ensure_run(replace(probe_cfg, name=f"{base.name}-Cmem-probe"), store, progress=progress,
+                          train_missing=train_missing)
     fit_steps = probe.summary.get("step_train_99") or probe.summary.get("steps")
-    mem, mem_reused = ensure_run(mem_config(base, "fit", int(fit_steps)), store, progress=progress)
+    mem, mem_reused = ensure_run(mem_config(base, "fit", int(fit_steps)), store, progress=progress,
+                                 train_missing=train_missing)
     check_mem(mem)
     cfg = mixture_config(base, mem.run_id, gen.run_id, w_mem2, w_gen2, store, quick, mix_overrides)
-    mix, mix_reused = ensure_run(cfg, store, progress=progress)
-    return MixtureResult(mem, gen, mix, {"c_gen": gen_reused, "c_mem": mem_reused, "mixture": mix_reused})
+    mix, mix_reused = ensure_run(cfg, store, progress=progress, train_missing=train_missing)
+    return MixtureResult(mem, gen, mix, {"c_gen": gen_reused, "c_mem_probe": probe_reused, "c_mem": mem_reused,
+                                         "mixture": mix_reused})
 
 
 def mixture_summary(m: pd.DataFrame, low: float = 0.1) -> dict:

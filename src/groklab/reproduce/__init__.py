@@ -12,7 +12,9 @@ From Python::
     result.verdict, result.measured
 
 A claim's run groups become sweeps named ``claim-<id>-<size>-<group>`` (so re-running reuses
-finished runs and resumes interrupted ones); a verdict is a function of the stored metrics only.
+finished runs and resumes interrupted ones), or protocol calls (mixture, efficiency, Fourier; see
+:mod:`groklab.reproduce.protocols`) whose runs the protocols find again by config; a verdict is a
+function of the stored metrics only. Protocol groups run in this process whatever the backend.
 """
 from __future__ import annotations
 
@@ -22,11 +24,11 @@ from typing import Any, Callable
 from ..registry import ConfigError
 from .claims import STUDIES, Claim, get_claim, load_claims, sweep_name
 from .criteria import CRITERIA
-from .evidence import Evidence, collect_group
-from .verdict import NEEDS_CLUSTER, NOT_RUN, VERDICTS, Outcome, combine
+from .evidence import Evidence, ProtocolEvidence, collect_group
+from .verdict import INCONCLUSIVE, NEEDS_CLUSTER, NOT_RUN, VERDICTS, Outcome, combine
 
-__all__ = ["Claim", "ClaimResult", "CRITERIA", "STUDIES", "VERDICTS", "claims_table", "evaluate", "get_claim",
-           "load_claims", "reproduce", "specs", "sweep_name", "validate"]
+__all__ = ["Claim", "ClaimResult", "CRITERIA", "STUDIES", "VERDICTS", "check_protocols", "claims_table", "evaluate",
+           "get_claim", "load_claims", "reproduce", "specs", "sweep_name", "validate"]
 
 
 @dataclass(frozen=True)
@@ -62,12 +64,23 @@ def specs(claim: Claim, size: str, overrides: tuple[str, ...] = ()) -> dict:
     from ..sweep import load_spec
 
     out = {}
-    for group, _ in claim.runs:
+    for group in claim.sweep_groups:
         try:
             out[group] = load_spec(claim.group_spec(group, size), overrides=list(overrides))
         except ConfigError as e:
             raise ConfigError(f"{claim.file}: claim {claim.id!r}, runs.{group} ({size}): {e}") from None
     return out
+
+
+def check_protocols(claim: Claim, size: str, overrides: tuple[str, ...] = ()) -> None:
+    """Every protocol group's parameters and base configs at `size` validate (nothing trains)."""
+    for group in claim.protocol_groups:
+        params, sets, seeds = claim.protocol_call(group, size)
+        try:
+            for seed in seeds:
+                params.check(size == "quick", [*sets, *overrides, f"train.seed={seed}"])
+        except ConfigError as e:
+            raise ConfigError(f"{claim.file}: claim {claim.id!r}, runs.{group} ({size}): {e}") from None
 
 
 def validate(claim: Claim) -> None:
@@ -77,6 +90,25 @@ def validate(claim: Claim) -> None:
     for size in claim.sizes:
         for spec in specs(claim, size[0]).values():
             expand(spec)
+        check_protocols(claim, size[0])
+
+
+def _protocol_group(claim: Claim, group: str, size: str, store, overrides: tuple[str, ...],
+                    train_missing: bool) -> ProtocolEvidence:
+    """Run (or, with `train_missing=False`, only read) one protocol group, once per seed."""
+    from ..protocols.components import ComponentError, MissingRun
+
+    params, sets, seeds = claim.protocol_call(group, size)
+    name = dict(claim.runs)[group].protocol
+    runs, missing = [], ""
+    for seed in seeds:
+        try:
+            runs.append(params.run(store, size == "quick", [*sets, *overrides, f"train.seed={seed}"], train_missing))
+        except MissingRun as e:
+            missing = missing or str(e)
+        except ComponentError as e:  # a component missed its target within the size's budget
+            return ProtocolEvidence(group, name, len(seeds), tuple(runs), error=f"{group}: {e}")
+    return ProtocolEvidence(group, name, len(seeds), tuple(runs), missing=missing)
 
 
 def evaluate(claim: Claim, size: str, store, overrides: tuple[str, ...] = ()) -> ClaimResult:
@@ -84,9 +116,16 @@ def evaluate(claim: Claim, size: str, store, overrides: tuple[str, ...] = ()) ->
     protocol = [c for c in claim.checks if c.groups() == ()]
     if protocol or not claim.runs:
         return ClaimResult(claim, size, combine([c.evaluate(Evidence()) for c in claim.checks]))
-    ev = Evidence({g: collect_group(store, g, s) for g, s in specs(claim, size, overrides).items()})
+    groups = {g: collect_group(store, g, s) for g, s in specs(claim, size, overrides).items()}
+    groups.update({g: _protocol_group(claim, g, size, store, overrides, train_missing=False)
+                   for g in claim.protocol_groups})
+    ev = Evidence(groups)
+    errors = [g.error for g in groups.values() if getattr(g, "error", "")]
+    if errors:
+        return ClaimResult(claim, size, Outcome(INCONCLUSIVE, "; ".join(errors)), tuple(ev.run_ids))
     if ev.missing:
-        have = ", ".join(f"{g} {n}/{m}" for g, (n, m) in ev.missing.items())
+        have = ", ".join(f"{g} {n}/{m}" + (f" ({groups[g].missing})" if getattr(groups[g], "missing", "") else "")
+                         for g, (n, m) in ev.missing.items())
         return ClaimResult(claim, size, Outcome(NOT_RUN, f"runs in store: {have}"), tuple(ev.run_ids))
     return ClaimResult(claim, size, combine([c.evaluate(ev) for c in claim.checks]), tuple(ev.run_ids))
 
@@ -124,7 +163,8 @@ def reproduce(claim: Claim, size: str, store, *, backend: str = "local", workers
         raise ConfigError(f"claim {claim.id!r} has no {size} size")
     t0 = time.perf_counter()
     groups = specs(claim, size, overrides)
-    if groups and _over_budget(claim, size, cpu_budget, backend):
+    check_protocols(claim, size, overrides)
+    if claim.runs and _over_budget(claim, size, cpu_budget, backend):
         result = evaluate(claim, size, store, overrides)
         if result.verdict != NOT_RUN:
             return result
@@ -141,6 +181,11 @@ def reproduce(claim: Claim, size: str, store, *, backend: str = "local", workers
             result = evaluate(claim, size, store, overrides)
             return ClaimResult(claim, size, Outcome(NOT_RUN, f"{spec.name}: {len(rep.failed)} group(s) failed: "
                                                              f"{error}"), result.runs, new, time.perf_counter() - t0)
+    for group in claim.protocol_groups:  # in this process: the protocols train through `train()`
+        ran = _protocol_group(claim, group, size, store, overrides, train_missing=True)
+        new += sum(r.new_runs for r in ran.runs)
+        if ran.error:
+            break
     result = evaluate(claim, size, store, overrides)
     return ClaimResult(claim, size, result.outcome, result.runs, new, time.perf_counter() - t0)
 

@@ -24,6 +24,12 @@
     seeds = [0, 1, 2]
     cpu_minutes = 600
 
+A group may instead name a mechanism protocol (see :mod:`groklab.reproduce.protocols`)::
+
+    [claims.runs.faster_mem]
+    protocol = "mixture"                      # mixture, efficiency or fourier
+    params = { arch = "mlp", w_mem2 = 10.0, w_gen2 = 1.0 }
+
 Unknown keys, studies, checks or check parameters fail with the file and field named.
 """
 from __future__ import annotations
@@ -50,7 +56,7 @@ STUDIES = {
 }
 SIZES = ("quick", "full")
 CLAIM_KEYS = ("id", "where", "claim", "claimed", "source", "note", "check", "runs", "quick", "full")
-GROUP_KEYS = ("base", "set", "axes", "tag")
+GROUP_KEYS = ("base", "set", "axes", "tag", "protocol", "params")
 SIZE_KEYS = ("set", "seeds", "cpu_minutes", "runs")
 
 
@@ -64,6 +70,10 @@ class RunGroup:
     tag: str = ""
     """Shared runs: the group's sweep is `claim-<tag>-<size>` instead of the claim's own, so claims
     naming the same tag share every run whose config is the same."""
+    protocol: str = ""
+    """A mechanism protocol (mixture, efficiency, fourier) instead of a base preset."""
+    params: tuple[tuple[str, Any], ...] = ()
+    """The protocol's parameters (a size may add to them)."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +111,25 @@ class Claim:
     def size(self, name: str) -> Size | None:
         return dict(self.sizes).get(name)
 
+    @property
+    def sweep_groups(self) -> list[str]:
+        """Groups that are sweeps of a preset (the others run a protocol)."""
+        return [n for n, g in self.runs if not g.protocol]
+
+    @property
+    def protocol_groups(self) -> list[str]:
+        return [n for n, g in self.runs if g.protocol]
+
+    def protocol_call(self, group: str, size: str):
+        """(parameter object, overrides, seeds) of a protocol group at one size."""
+        from .protocols import build_protocol
+
+        g, sz = dict(self.runs)[group], self.size(size)
+        extra = dict(sz.runs).get(group, RunGroup(base=""))
+        params = build_protocol(g.protocol, {**dict(g.params), **dict(extra.params)},
+                                f"{self.file}: claim {self.id!r}.runs.{group} ({size})")
+        return params, (*g.set, *sz.set, *extra.set), sz.seeds
+
     def group_spec(self, group: str, size: str) -> dict:
         """The sweep spec dict (for :func:`groklab.sweep.run_sweep`) of one group at one size."""
         g, sz = dict(self.runs)[group], self.size(size)
@@ -132,8 +161,28 @@ def _strings(value: Any, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _group(tree: Any, where: str, need_base: bool = True) -> RunGroup:
+def _group(tree: Any, where: str, need_base: bool = True, protocol: str = "") -> RunGroup:
+    """A run group; `protocol`: the group is (at claim level) or belongs to (at size level) a
+    protocol group, which takes `params` and `set` but no `base`, `axes` or `tag`."""
+    from .protocols import build_protocol
+
     t = _check_keys(tree, GROUP_KEYS, where)
+    protocol = t.get("protocol", protocol) if need_base else protocol
+    if "protocol" in t and not need_base:
+        raise ConfigError(f"{where}.protocol: a size cannot change a group's protocol")
+    if protocol:
+        bad = [k for k in ("base", "axes", "tag") if k in t]
+        if bad:
+            raise ConfigError(f"{where}: a protocol group takes params and set, not {', '.join(bad)}")
+        params = t.get("params", {})
+        if need_base:
+            build_protocol(protocol, params, where)  # name and parameter types; sizes add to params
+        elif not isinstance(params, dict):
+            raise ConfigError(f"{where}.params must be a table of the protocol's parameters")
+        return RunGroup(base="", set=_strings(t.get("set", []), f"{where}.set"), protocol=protocol,
+                        params=tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in params.items()))
+    if "params" in t:
+        raise ConfigError(f"{where}.params: only a protocol group (protocol = \"...\") takes params")
     if need_base and not isinstance(t.get("base"), str):
         raise ConfigError(f"{where}.base must name a preset or TOML file")
     axes = t.get("axes", {})
@@ -146,7 +195,7 @@ def _group(tree: Any, where: str, need_base: bool = True) -> RunGroup:
                     axes=tuple(axes.items()), tag=tag)
 
 
-def _size(tree: Any, where: str, groups: set[str]) -> Size:
+def _size(tree: Any, where: str, groups: dict[str, RunGroup]) -> Size:
     t = _check_keys(tree, SIZE_KEYS, where)
     seeds = t.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
@@ -157,7 +206,8 @@ def _size(tree: Any, where: str, groups: set[str]) -> Size:
         raise ConfigError(f"{where}.cpu_minutes={cost!r} must be a number >= 0")
     runs = _check_keys(t.get("runs", {}), tuple(sorted(groups)), f"{where}.runs")
     return Size(set=_strings(t.get("set", []), f"{where}.set"), seeds=tuple(seeds), cpu_minutes=float(cost),
-                runs=tuple((n, _group(g, f"{where}.runs.{n}", need_base=False)) for n, g in runs.items()))
+                runs=tuple((n, _group(g, f"{where}.runs.{n}", need_base=False, protocol=groups[n].protocol))
+                           for n, g in runs.items()))
 
 
 def parse_claim(tree: Any, study: str, file: str, index: int) -> Claim:
@@ -176,18 +226,28 @@ def parse_claim(tree: Any, study: str, file: str, index: int) -> Claim:
     runs = {n: _group(g, f"{where}.runs.{n}") for n, g in _check_keys(t.get("runs", {}), tuple(t.get("runs", {})),
                                                                        f"{where}.runs").items()}
     for i, c in enumerate(checks):
+        reads = getattr(type(c), "reads", "")  # a protocol check reads that protocol's groups only
         for g in c.groups():
             if g not in runs:
                 raise ConfigError(f"{where}.check[{i}]: group {g!r} is not one of runs ({', '.join(runs) or 'none'})")
+            if reads != runs[g].protocol:
+                want = f"a {reads} protocol group" if reads else "a group of runs (base = \"...\")"
+                have = f"a {runs[g].protocol} protocol group" if runs[g].protocol else "a group of runs"
+                raise ConfigError(f"{where}.check[{i}]: check {checks_raw[i]['name']!r} reads {want}; "
+                                  f"runs.{g} is {have}")
     sizes = []
     for s in SIZES:
         if s in t:
-            sizes.append((s, _size(t[s], f"{where}.{s}", set(runs))))
+            sizes.append((s, _size(t[s], f"{where}.{s}", runs)))
         elif runs:
             raise ConfigError(f"{where}.{s} is missing: a claim with runs needs a quick and a full size")
-    return Claim(id=t["id"], study=study, where=t["where"], claim=t["claim"].strip(), checks=checks, file=file,
-                 claimed=str(t.get("claimed", "")), source=str(t.get("source", "")), note=str(t.get("note", "")),
-                 runs=tuple(runs.items()), sizes=tuple(sizes))
+    claim = Claim(id=t["id"], study=study, where=t["where"], claim=t["claim"].strip(), checks=checks, file=file,
+                  claimed=str(t.get("claimed", "")), source=str(t.get("source", "")), note=str(t.get("note", "")),
+                  runs=tuple(runs.items()), sizes=tuple(sizes))
+    for group in claim.protocol_groups:  # a size's params merged into the group's must type-check too
+        for size, _ in claim.sizes:
+            claim.protocol_call(group, size)
+    return claim
 
 
 def parse_file(text: str, file: str) -> list[Claim]:

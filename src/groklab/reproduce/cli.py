@@ -45,7 +45,7 @@ def _print(result, as_json: bool) -> None:
 
 def cmd_reproduce(args) -> int:
     from ..store import Store
-    from . import get_claim, load_claims, reproduce, specs
+    from . import check_protocols, get_claim, load_claims, reproduce, specs
 
     claims = load_claims()
     if args.list:
@@ -72,6 +72,7 @@ def cmd_reproduce(args) -> int:
     for claim in chosen:  # validate every claim first: bad input fails before anything trains
         if claim.runs and claim.size(size) is not None:
             specs(claim, size, overrides)
+            check_protocols(claim, size, overrides)
 
     def on_group(group, plan):
         if not args.json:

@@ -426,3 +426,6 @@ class NeedsProtocol:
 
     def evaluate(self, ev: Evidence) -> Outcome:
         return Outcome(NEEDS_PROTOCOL, f"needs: {self.protocol}")
+
+
+from . import protocol_checks  # noqa: E402,F401  (registers the protocol groups' checks)

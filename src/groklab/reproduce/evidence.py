@@ -40,19 +40,45 @@ class GroupEvidence:
     def complete(self) -> bool:
         return self.expected > 0 and len(self.runs) >= self.expected
 
+    @property
+    def run_ids(self) -> list[int]:
+        return [r.run_id for r in self.runs]
+
+
+@dataclass(frozen=True)
+class ProtocolEvidence:
+    """A protocol group: one :class:`~groklab.reproduce.protocols.ProtocolRun` per seed that the
+    store holds whole (`runs`), out of `expected`; `error` when a component failed its budget."""
+
+    name: str
+    protocol: str
+    expected: int
+    runs: tuple = ()
+    error: str = ""
+    missing: str = ""
+    """The first run the store lacked (when `runs` is short)."""
+
+    @property
+    def complete(self) -> bool:
+        return self.expected > 0 and len(self.runs) >= self.expected
+
+    @property
+    def run_ids(self) -> list[int]:
+        return list(dict.fromkeys(i for r in self.runs for i in r.run_ids))
+
 
 @dataclass(frozen=True)
 class Evidence:
-    """Group name → :class:`GroupEvidence` of one claim at one size."""
+    """Group name → :class:`GroupEvidence` (or :class:`ProtocolEvidence`) of one claim at one size."""
 
-    groups: Mapping[str, GroupEvidence] = field(default_factory=dict)
+    groups: Mapping[str, GroupEvidence | ProtocolEvidence] = field(default_factory=dict)
 
-    def __getitem__(self, name: str) -> GroupEvidence:
+    def __getitem__(self, name: str):
         return self.groups[name]
 
     @property
     def run_ids(self) -> list[int]:
-        return [r.run_id for g in self.groups.values() for r in g.runs]
+        return list(dict.fromkeys(i for g in self.groups.values() for i in g.run_ids))
 
     @property
     def missing(self) -> dict[str, tuple[int, int]]:

@@ -1,0 +1,260 @@
+"""`groklab reproduce` on protocol claims (mixture, efficiency, Fourier) and on the Ray backend."""
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from groklab.cli import main
+from groklab.registry import ConfigError
+from groklab.reproduce import evaluate, get_claim, load_claims, reproduce, validate
+from groklab.reproduce.claims import parse_file
+from groklab.reproduce.criteria import build_criterion
+from groklab.reproduce.evidence import Evidence, ProtocolEvidence
+from groklab.reproduce.protocols import ProtocolRun
+from groklab.reproduce.verdict import INCONCLUSIVE, NOT_REPRODUCED, NOT_RUN, PARTIAL, REPRODUCED
+
+PROTOCOL_CLAIMS = ("mixture-speed-gap", "efficiency-norm", "fourier-key-frequencies")
+
+# ---------------------------------------------------------------- claim files
+
+
+def test_protocol_claims_are_wired_and_validate():
+    for cid in PROTOCOL_CLAIMS:
+        claim = get_claim(cid)
+        assert claim.protocol_groups and not claim.sweep_groups
+        validate(claim)  # the protocols' base configs build at both sizes
+        assert all(c.groups() for c in claim.checks)
+    assert not any(type(c).__name__ == "NeedsProtocol" for cl in load_claims() for c in cl.checks)
+
+
+PROTO = """
+study = "literature"
+[[claims]]
+id = "tiny-proto"
+where = "fig. 1"
+source = "test"
+claim = "a protocol claim"
+check = [{ name = "fourier_progress", group = "main" }]
+[claims.runs.main]
+protocol = "fourier"
+params = { source = "quickstart", points = 12 }
+set = ["train.early_stop=false"]
+[claims.quick]
+cpu_minutes = 0.1
+[claims.full]
+cpu_minutes = 1000
+"""
+
+
+@pytest.mark.parametrize("edit, pattern", [
+    (lambda t: t.replace('protocol = "fourier"', 'protocol = "fourrier"'),
+     r"runs\.main\.protocol: protocol='fourrier' is not a known protocol \(did you mean 'fourier'"),
+    (lambda t: t.replace("points = 12", "points = 12, spots = 3"), r"protocol 'fourier' has no parameter 'spots'"),
+    (lambda t: t.replace("points = 12", 'points = "many"'), r"params\.points='many' must be of type int"),
+    (lambda t: t.replace('set = ["train.early_stop=false"]', 'base = "quickstart"'),
+     r"a protocol group takes params and set, not base"),
+    (lambda t: t.replace("[claims.quick]\n", '[claims.quick]\nruns.main.params = { points = "x" }\n'),
+     r"\(quick\)\.params\.points='x' must be of type int"),
+    (lambda t: t.replace('protocol = "fourier"\n', 'base = "quickstart"\n'), r"only a protocol group .* takes params"),
+    (lambda t: t.replace('name = "fourier_progress", group = "main"', 'name = "delay_ratio", group = "main", min_ratio = 2.0'),
+     r"check\[0\]: check 'delay_ratio' reads a group of runs .*; runs\.main is a fourier protocol group"),
+    (lambda t: t.replace('name = "fourier_progress"', 'name = "mixture_groks"'),
+     r"check 'mixture_groks' reads a mixture protocol group; runs\.main is a fourier protocol group"),
+    (lambda t: t.replace('protocol = "fourier"\nparams = { source = "quickstart", points = 12 }\n', 'base = "quickstart"\n'),
+     r"check 'fourier_progress' reads a fourier protocol group; runs\.main is a group of runs"),
+])
+def test_bad_protocol_groups_fail_naming_the_field(edit, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        parse_file(edit(PROTO), "tiny.toml")
+
+
+def test_bad_protocol_base_fails_validation(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text(PROTO.replace('source = "quickstart"', 'source = "quickstrat"'))
+    (claim,) = load_claims([path])
+    with pytest.raises(ConfigError, match=r"bad\.toml: claim 'tiny-proto', runs\.main \(quick\)"):
+        validate(claim)
+
+
+# ---------------------------------------------------------------- protocol checks on synthetic results
+
+def _mix(train, val, val_acc=1.0, every=100) -> ProtocolRun:
+    n = len(train)
+    hist = pd.DataFrame({"step": [i * every for i in range(n)], "train_loss": train, "val_loss": val,
+                         "val_acc": [val_acc] * n})
+    return ProtocolRun((1, 2, 3), {}, hist)
+
+
+def _ev(runs, name="main") -> Evidence:
+    return Evidence({name: ProtocolEvidence(name, "x", len(runs), tuple(runs))})
+
+
+START = math.log(47)
+GROKS = _mix([START, 0.01, 0.01, 0.01, 0.01], [START, 40.0, 20.0, 2.0, 0.1])      # rises, back after train ~0
+TOGETHER = _mix([START, 1.0, 0.05, 0.01, 0.01], [START, 1.5, 0.2, 0.1, 0.1])      # never above its start
+BACK_TOO_SOON = _mix([START, 2.0, 1.0, 0.5, 0.05], [START, 10.0, 3.0, 1.0, 0.1])  # val back while train 1.0
+STILL_HIGH = _mix([START, 0.01, 0.01, 0.01, 0.01], [START, 40.0, 30.0, 20.0, 10.0])
+NO_FIT = _mix([START, 3.0, 2.5, 2.0, 1.0], [START, 3.5, 3.0, 2.5, 2.0])
+
+
+@pytest.mark.parametrize("run, verdict", [
+    (GROKS, REPRODUCED),
+    (TOGETHER, NOT_REPRODUCED),
+    (BACK_TOO_SOON, NOT_REPRODUCED),
+    (STILL_HIGH, INCONCLUSIVE),
+    (_mix([START, 0.01, 0.01, 0.01, 0.01], [START, 40.0, 20.0, 2.0, 0.1], val_acc=0.6), PARTIAL),
+])
+def test_mixture_groks(run, verdict):
+    out = build_criterion({"name": "mixture_groks", "group": "main"}, "t").evaluate(_ev([run]))
+    assert out.verdict == verdict, out.measured
+    assert "val loss" in out.measured and out.figures["curves"][0]["val_loss_peak"] == max(run.history["val_loss"])
+
+
+@pytest.mark.parametrize("run, verdict", [
+    (TOGETHER, REPRODUCED),
+    (GROKS, NOT_REPRODUCED),
+    (NO_FIT, INCONCLUSIVE),
+    (_mix([START, 1.0, 0.05, 0.01], [START, START, START, START]), NOT_REPRODUCED),  # val never falls
+])
+def test_losses_fall_together(run, verdict):
+    out = build_criterion({"name": "losses_fall_together", "group": "main"}, "t").evaluate(_ev([run]))
+    assert out.verdict == verdict, out.measured
+
+
+def test_protocol_checks_combine_seeds():
+    check = build_criterion({"name": "mixture_groks", "group": "main"}, "t")
+    assert check.evaluate(_ev([GROKS, GROKS])).verdict == REPRODUCED
+    assert check.evaluate(_ev([GROKS, TOGETHER])).verdict == PARTIAL
+    assert check.evaluate(_ev([GROKS, STILL_HIGH])).verdict == INCONCLUSIVE
+
+
+def _eff(mem, gen, reached=None) -> ProtocolRun:
+    ns = [100 * (i + 1) for i in range(len(mem))]
+    pts = [{"kind": k, "n_train": n, "param_norm": v, "reached": True if reached is None else reached[i]}
+           for k, vals in (("C_mem", mem), ("C_gen", gen)) for i, (n, v) in enumerate(zip(ns, vals))]
+    return ProtocolRun((1,), {"points": pts})
+
+
+@pytest.mark.parametrize("mem, gen, reached, verdict", [
+    ([30, 33, 36, 40], [30, 29.5, 30.5, 30], None, REPRODUCED),
+    ([30, 33, 32, 40], [30, 29.5, 30.5, 30], None, PARTIAL),          # grows, but not at every size
+    ([30, 33, 36, 40], [30, 31, 33, 35], None, PARTIAL),              # C_gen grows too, less than C_mem
+    ([30, 29, 28, 27], [30, 30, 30, 30], None, NOT_REPRODUCED),
+    ([30, 33, 36, 40], [30, 35, 40, 45], None, NOT_REPRODUCED),       # C_gen grows faster
+    ([30, 33, 36, 40], [30, 30, 30, 30], [True, False, False, False], INCONCLUSIVE),
+])
+def test_norm_grows_with_data(mem, gen, reached, verdict):
+    out = build_criterion({"name": "norm_grows_with_data", "group": "main"}, "t").evaluate(_ev([_eff(mem, gen, reached)]))
+    assert out.verdict == verdict, out.measured
+    figs = out.figures["seeds"][0]
+    if verdict != INCONCLUSIVE:
+        assert figs["C_mem"]["ratio"] == pytest.approx(mem[-1] / mem[0])
+        assert (figs["C_mem"]["slope"] > 0) == (mem[-1] > mem[0])
+
+
+def _fourier(keys, restricted, val, p=41, every=100) -> ProtocolRun:
+    steps = [0, 10, 100, 300, 1000, 3000][:len(restricted)]
+    prog = pd.DataFrame({"step": steps, "restricted_loss": restricted, "excluded_loss": [4.0] * len(steps)})
+    hist = pd.DataFrame({"step": [i * every for i in range(len(val))], "val_acc": val})
+    return ProtocolRun((7,), {"p": p, "key_freqs": keys}, hist, prog)
+
+
+EARLY_R = [3.7, 3.7, 3.0, 1.0, 0.1, 0.01]        # below ½ ln 41 = 1.86 at step 300
+VAL_LATE = [0.0] * 8 + [0.3, 0.8, 1.0]             # val acc >= 0.5 at step 900
+
+
+@pytest.mark.parametrize("keys, restricted, val, verdict", [
+    ([4, 19], EARLY_R, VAL_LATE, REPRODUCED),
+    (list(range(1, 10)), EARLY_R, VAL_LATE, PARTIAL),                  # 9 of 20 frequencies: not few
+    ([4, 19], [3.7, 3.7, 3.7, 3.6, 3.0, 0.5], VAL_LATE, PARTIAL),      # restricted falls only after the jump
+    (list(range(1, 10)), [3.7, 3.7, 3.7, 3.6, 3.0, 0.5], VAL_LATE, NOT_REPRODUCED),
+    ([4, 19], EARLY_R, [0.0] * 11, INCONCLUSIVE),
+])
+def test_fourier_progress(keys, restricted, val, verdict):
+    out = build_criterion({"name": "fourier_progress", "group": "main"}, "t").evaluate(
+        _ev([_fourier(keys, restricted, val)]))
+    assert out.verdict == verdict, out.measured
+    assert out.figures["seeds"][0]["n_keys"] == len(keys)
+
+
+# ---------------------------------------------------------------- protocol claims from the store
+
+
+def test_protocol_claims_without_runs_are_not_run_and_write_nothing(tmp_path):
+    from groklab.store import Store
+
+    store = Store(tmp_path / "runs")
+    for cid in PROTOCOL_CLAIMS:
+        result = evaluate(get_claim(cid), "quick", store)
+        assert result.verdict == NOT_RUN and result.runs == (), result.measured
+    assert not (tmp_path / "runs").exists()
+
+
+def test_protocol_claim_end_to_end_then_reuses_the_store(tmp_path, store):
+    """The Fourier protocol on the tiny grokking MLP (its quick problem): trained once, then read."""
+    path = tmp_path / "tiny.toml"
+    path.write_text(PROTO)
+    (claim,) = load_claims([path])
+    first = reproduce(claim, "quick", store)
+    assert first.verdict in (REPRODUCED, PARTIAL, NOT_REPRODUCED), first.measured  # it generalized: decidable
+    assert first.new_runs == 1 and len(first.runs) == 1
+    (row,) = store.list()
+    assert row["status"] == "finished" and row["config"]["train"]["early_stop"] is False
+    figs = first.outcome.figures["seeds"][0]
+    assert f"{figs['n_keys']} key frequencies of 23" in first.measured
+    again = reproduce(claim, "quick", store)
+    assert again.new_runs == 0 and again.runs == first.runs and again.outcome == first.outcome
+    assert evaluate(claim, "quick", store).outcome == first.outcome
+    assert evaluate(claim, "full", store).verdict == NOT_RUN          # the full size's runs are other runs
+
+
+def test_a_component_that_misses_its_budget_makes_the_claim_inconclusive(tmp_path, store):
+    text = (PROTO.replace('check = [{ name = "fourier_progress", group = "main" }]',
+                          'check = [{ name = "mixture_groks", group = "main" }]')
+            .replace('protocol = "fourier"', 'protocol = "mixture"')
+            .replace('params = { source = "quickstart", points = 12 }', 'params = { arch = "mlp" }')
+            .replace('set = ["train.early_stop=false"]', 'set = ["train.steps=20"]'))
+    path = tmp_path / "mix.toml"
+    path.write_text(text)
+    (claim,) = load_claims([path])
+    result = reproduce(claim, "quick", store)
+    assert result.verdict == INCONCLUSIVE and "C_gen run" in result.measured and "< 0.99" in result.measured
+    assert len(store.list()) == 1                                     # nothing trained past the failed C_gen
+
+
+def test_cli_bad_override_on_a_protocol_claim_exits_2(tmp_path, capsys):
+    fresh = tmp_path / "fresh"
+    assert main(["reproduce", "mixture-speed-gap", "--set", "optim.lr=-1", "--store", str(fresh)]) == 2
+    err = capsys.readouterr().err
+    assert "optim.lr" in err and err.count("\n") == 1
+    assert not (fresh / "groklab.db").exists()
+
+
+# ---------------------------------------------------------------- the Ray backend
+
+
+def test_ray_backend_gives_the_local_verdict(tmp_path, capsys):
+    """`groklab reproduce --backend ray` on the smallest claim (one tiny MLP run) on a local Ray
+    cluster started here: the same verdict, measured text and figures as the local backend."""
+    ray = pytest.importorskip("ray")
+    claim = "mystery-mlp-groks"
+    assert min(c.size("quick").cpu_minutes for c in load_claims() if c.runs) == get_claim(claim).size("quick").cpu_minutes
+    assert main(["reproduce", claim, "--quick", "--json", "--workers", "1", "--store", str(tmp_path / "local")]) == 0
+    local = json.loads(capsys.readouterr().out)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        assert main(["reproduce", claim, "--quick", "--json", "--backend", "ray",
+                     "--store", str(tmp_path / "ray")]) == 0
+        remote = json.loads(capsys.readouterr().out)
+    finally:
+        ray.shutdown()
+    assert local["verdict"] in (REPRODUCED, PARTIAL, NOT_REPRODUCED, INCONCLUSIVE)
+    assert local["new_runs"] == remote["new_runs"] == 1
+    for key in ("verdict", "measured", "figures", "runs"):
+        assert remote[key] == local[key], key
+    from groklab.store import Store
+    (row,) = Store(tmp_path / "ray").list()
+    assert row["status"] == "finished" and row["sweep"] == f"claim-tiny-mlp-quick"
