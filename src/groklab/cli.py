@@ -32,18 +32,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"groklab: error: {message}\n")
 
 
-def _seeds(text: str) -> list[int]:
-    try:
-        if "," in text:
-            return [int(s) for s in text.split(",") if s.strip()]
-        n = int(text)
-    except ValueError:
-        raise ConfigError(f"--seeds={text!r} must be a count N or a list a,b,c of integers") from None
-    if n < 1:
-        raise ConfigError(f"--seeds={text!r} must be at least 1")
-    return list(range(n))
-
-
 def _clean(v: Any) -> Any:
     return None if isinstance(v, float) and not math.isfinite(v) else v
 
@@ -71,12 +59,12 @@ def _print_records(records, as_json: bool, ensemble: bool) -> None:
 
 def cmd_run(args) -> int:
     from .api import expand_seeds, load_run
-    from .config import load_config
+    from .config import load_config, parse_seeds
     from .store import Store
     from .train import check_ensemble, train
 
     cfg = load_config(args.source, args.set or [])
-    seeds = _seeds(args.seeds) if args.seeds else None
+    seeds = list(parse_seeds(args.seeds, "--seeds")) if args.seeds else None
     cfgs = expand_seeds(cfg, seeds)
     check_ensemble(cfgs)  # validated before the store is touched
     store = Store(args.store)

@@ -23,7 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Union
 
-from .registry import ConfigError
+from .registry import LOSSES, MODELS, TASKS, ConfigError, suggest
 
 try:  # Python >= 3.11
     import tomllib
@@ -32,7 +32,8 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 
 __all__ = [
     "ConfigError", "DataCfg", "ModelCfg", "OptimCfg", "Phase", "TrainCfg", "RunCfg",
-    "load_config", "from_dict", "to_dict", "with_overrides", "list_presets", "MEMBER_FIELDS",
+    "load_config", "from_dict", "to_dict", "with_overrides", "list_presets", "MEMBER_FIELDS", "flatten",
+    "member_fields", "ensemble_signature", "check_ensemble", "parse_seeds",
 ]
 
 
@@ -139,9 +140,6 @@ class ModelCfg:
         _check_range("model.dropout", self.dropout, 0, 1, hi_open=True)
         _check_range("model.init_scale", self.init_scale, 0, lo_open=True)
         _check_range("model.logit_scale", self.logit_scale, 0, lo_open=True)
-        if self.name == "transformer" and self.d_model % self.n_heads:
-            raise ConfigError(
-                f"model.d_model={self.d_model} must be divisible by model.n_heads={self.n_heads}")
 
 
 @dataclass(frozen=True)
@@ -322,45 +320,103 @@ MEMBER_FIELDS = frozenset({
 
 
 def _cross_check(cfg: RunCfg) -> None:
-    """Checks that need registries or span sections (imported lazily: registries import config)."""
-    from .data import TASKS, OPS
-    from .models import MODELS
-    from .train.losses import LOSSES, NORMALIZING
-
+    """Checks that span sections or need a registered entry. The registries (`registry.py`) hold
+    the rules: the named task's and model's own `validate(run_cfg)`, each registry's
+    `cross_check` rules (a normalizing loss after an output head), and what inputs a task gives
+    and a model accepts. No task, model or loss is named here."""
     task = TASKS.get(cfg.data.task)
-    if cfg.data.task == "modular":
-        op = OPS.get(cfg.data.op)
-        if op.needs_prime and not _is_prime(cfg.data.p):
-            _fail("data.p", cfg.data.p, f"must be prime for data.op={cfg.data.op!r} (division needs inverses)")
-    validate_model = getattr(MODELS.get(cfg.model.name), "validate", None)
-    if validate_model is not None:  # fields only one architecture reads (the mixture's run ids)
-        validate_model(cfg)
-    losses = [("train.loss", cfg.train.loss)] + [
-        (f"train.phases[{i}].loss", ph.loss) for i, ph in enumerate(cfg.train.phases) if ph.loss]
-    for path, loss in losses:
+    model = MODELS.get(cfg.model.name)
+    for entry in (task, model):
+        validate = getattr(entry, "validate", None)
+        if validate is not None:  # the entry's own rules (a task's operation, a model's sizes)
+            validate(cfg)
+    for path, loss in loss_fields(cfg):
         if loss not in LOSSES:
-            raise ConfigError(LOSSES.unknown(loss).replace("train.loss", path, 1))
-    if cfg.model.output != "linear":
-        for path, loss in losses:
-            if loss in NORMALIZING:
-                _fail("model.output", cfg.model.output,
-                      f"cannot feed {path}={loss!r}, which normalizes the logits itself; use model.output='linear' "
-                      f"or {path}='mse_linear' (MSE between the head's outputs and one-hot targets)")
+            raise ConfigError(LOSSES.unknown(loss, field=path))
     inputs = getattr(task, "inputs", "tokens")
-    accepts = getattr(MODELS.get(cfg.model.name), "accepts", ("tokens",))
-    if inputs not in accepts:
+    if inputs not in getattr(model, "accepts", ("tokens",)):
         _fail("model.name", cfg.model.name,
               f"cannot take data.task={cfg.data.task!r} ({inputs} input); models that can: "
               + ", ".join(n for n in MODELS if inputs in getattr(MODELS.get(n), "accepts", ("tokens",))))
-    if cfg.data.fmt != "op" and cfg.model.name == "mlp":
-        _fail("data.fmt", cfg.data.fmt, "is a sequence format; model.name='mlp' takes the operands "
-              "concatenated and needs data.fmt='op'")
-    if cfg.data.fmt == "seq" and cfg.data.task == "modular" and cfg.data.op != "x+y":
-        _fail("data.fmt", cfg.data.fmt, "(the RNN/LSTM study's `<sos> x + y mod =`) is defined for data.op='x+y' only")
+    for registry in (TASKS, MODELS, LOSSES):
+        registry.check(cfg)
 
 
-def _is_prime(n: int) -> bool:
+def loss_fields(cfg: RunCfg) -> list[tuple[str, str]]:
+    """(field, loss name) of the run's loss and of every phase that switches it."""
+    return [("train.loss", cfg.train.loss)] + [
+        (f"train.phases[{i}].loss", ph.loss) for i, ph in enumerate(cfg.train.phases) if ph.loss]
+
+
+def fail(path: str, value: Any, why: str) -> None:
+    """Raise the one-line ConfigError `path=value why` (for validate hooks of extensions)."""
+    _fail(path, value, why)
+
+
+def is_prime(n: int) -> bool:
     return n >= 2 and all(n % d for d in range(2, int(n ** 0.5) + 1))
+
+
+# ---------------------------------------------------------------- ensembles
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted field → value of a config (or of its `to_dict` tree): `{"optim.lr": 1e-3, ...}`.
+    Leaves are JSON-ready (tuples as lists, phases as tables); unset (None) fields are left out."""
+    if dataclasses.is_dataclass(tree):
+        tree = to_dict(tree)
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def member_fields(cfg: RunCfg) -> frozenset[str]:
+    """The fields in which ensemble members of `cfg` may differ: MEMBER_FIELDS, less those its task
+    needs shared (`shared_fields`: e.g. a task that standardizes with training-set statistics)."""
+    return MEMBER_FIELDS - frozenset(getattr(TASKS.get(cfg.data.task), "shared_fields", ()))
+
+
+def ensemble_signature(cfg: RunCfg, ignore: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The fields every member of an ensemble with `cfg` must share (less `ignore`): runs with equal
+    signatures may train as one ensemble."""
+    skip = member_fields(cfg) | ignore
+    return {k: v for k, v in flatten(cfg).items() if k not in skip}
+
+
+def check_ensemble(cfgs: typing.Sequence[RunCfg]) -> None:
+    """Raise ConfigError unless all `cfgs` may train as one ensemble (see :func:`ensemble_signature`)."""
+    base = ensemble_signature(cfgs[0])
+    for i, cfg in enumerate(cfgs[1:], 1):
+        sig = ensemble_signature(cfg)
+        for key in sorted(base.keys() | sig.keys()):
+            if base.get(key) != sig.get(key):
+                raise ConfigError(f"ensemble member {i} differs in {key} ({base.get(key)!r} vs {sig.get(key)!r}); "
+                                  f"members may differ only in: {', '.join(sorted(member_fields(cfgs[0])))}")
+
+
+def parse_seeds(value: Any, what: str = "seeds") -> tuple[int, ...]:
+    """Seeds from a count N (seeds 0..N-1), a list of integers, or text `N` / `a,b,c` (the CLI's).
+
+    Raises:
+        ConfigError: naming `what` (`--seeds`, `seeds`) when the value is none of these.
+    """
+    if isinstance(value, str):
+        try:
+            value = [int(s) for s in value.split(",") if s.strip()] if "," in value else int(value)
+        except ValueError:
+            raise ConfigError(f"{what}={value!r} must be a count N or a list a,b,c of integers") from None
+    if isinstance(value, bool) or not isinstance(value, (int, list, tuple)):
+        raise ConfigError(f"{what}={value!r} must be a count N (seeds 0..N-1) or a list of integers")
+    if isinstance(value, int):
+        if value < 1:
+            raise ConfigError(f"{what}={value} must be at least 1")
+        return tuple(range(value))
+    if not all(isinstance(s, int) and not isinstance(s, bool) for s in value):
+        raise ConfigError(f"{what}={value!r} must be a list of integers")
+    return tuple(value)
 
 
 # ---------------------------------------------------------------- dict <-> dataclass, typed
@@ -458,16 +514,16 @@ def from_dict(cls: type, data: dict, path: str = "") -> Any:
         raise ConfigError(f"{path or cls.__name__}: {e}") from None
 
 
-def to_dict(cfg: Any) -> dict:
-    """A JSON/TOML-ready dict (tuples become lists; None fields of phases are dropped)."""
+def to_dict(cfg: Any, keep_none: bool = False) -> dict:
+    """A JSON/TOML-ready dict (tuples become lists; unset (None) fields are dropped unless `keep_none`)."""
     out = {}
     for f in fields(cfg):
         v = getattr(cfg, f.name)
         if dataclasses.is_dataclass(v):
-            v = to_dict(v)
+            v = to_dict(v, keep_none)
         elif isinstance(v, tuple):
             v = [to_dict(x) if dataclasses.is_dataclass(x) else x for x in v]
-        if v is None:
+        if v is None and not keep_none:
             continue
         out[f.name] = v
     return out
@@ -481,7 +537,8 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def _set_path(tree: dict, dotted: str, value: Any) -> None:
+def set_path(tree: dict, dotted: str, value: Any) -> None:
+    """Set `tree[a][b] = value` for `dotted` = 'a.b', creating missing tables."""
     keys = dotted.split(".")
     node = tree
     for key in keys[:-1]:
@@ -498,7 +555,7 @@ def apply_overrides(tree: dict, overrides: list[str] | tuple[str, ...]) -> dict:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like section.field=value")
         key, text = item.split("=", 1)
-        _set_path(tree, key.strip(), _parse_value(text.strip()))
+        set_path(tree, key.strip(), _parse_value(text.strip()))
     return tree
 
 
@@ -507,7 +564,7 @@ def with_overrides(cfg: RunCfg, overrides: list[str] | tuple[str, ...] | dict[st
     tree = to_dict(cfg)
     if isinstance(overrides, dict):
         for k, v in overrides.items():
-            _set_path(tree, k, v)
+            set_path(tree, k, v)
     else:
         apply_overrides(tree, overrides)
     return from_dict(RunCfg, tree)
@@ -552,11 +609,9 @@ def read_source(source: str | Path, depth: int = 0) -> dict:
     else:
         entry = _preset_dir() / f"{source}.toml"
         if not entry.is_file():
-            import difflib
             names = list(list_presets())
-            close = difflib.get_close_matches(str(source), names, n=3)
-            hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
-            raise ConfigError(f"preset {str(source)!r} is neither a preset nor a file{hint}; presets: {', '.join(names)}")
+            raise ConfigError(f"preset {str(source)!r} is neither a preset nor a file{suggest(source, names)}; "
+                              f"presets: {', '.join(names)}")
         text = entry.read_text()
     try:
         tree = tomllib.loads(text)

@@ -23,13 +23,13 @@ import os
 import signal
 import time
 import traceback
-import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from ..config import RunCfg, config_json
+from ..config import RunCfg
+from ..store import TERMINAL
 from .plan import Group, Plan
 
 __all__ = ["GroupOutcome", "run_local", "run_ray", "record_result", "execute"]
@@ -51,7 +51,7 @@ class GroupOutcome:
 
     @property
     def ok(self) -> bool:
-        return self.error is None and all(s in ("finished", "diverged") for s in self.statuses)
+        return self.error is None and all(s in TERMINAL for s in self.statuses)
 
 
 OnDone = Callable[[GroupOutcome], None]
@@ -86,7 +86,7 @@ def _train_group(root: str, sweep: str, group: Group, in_worker: bool = True) ->
     global _BUSY
     from ..store import Store
     from ..train import train
-    from ..train.engine import environment
+    from ..train.engine import create_group
 
     if _STOP:
         return {"error": "cancelled", "stopped": True}
@@ -98,8 +98,7 @@ def _train_group(root: str, sweep: str, group: Group, in_worker: bool = True) ->
     store = Store(root)
     gid = group.group_id
     if gid is None:  # create the rows here, so a failure can be recorded against them
-        gid = uuid.uuid4().hex[:12]
-        store.create_runs([config_json(c) for c in cfgs], [c.name for c in cfgs], gid, environment(), sweep)
+        gid, _ = create_group(store, cfgs, sweep)
     _BUSY = True
     try:
         if _STOP:  # told to stop while the rows were being created: leave them resumable
@@ -113,7 +112,7 @@ def _train_group(root: str, sweep: str, group: Group, in_worker: bool = True) ->
         err = "".join(traceback.format_exception_only(type(e), e)).strip()
         rows = store.group(gid)
         store.update_runs({r["id"]: ("failed", {**r["summary"], "error": err}) for r in rows
-                           if r["status"] not in ("finished", "diverged")})
+                           if r["status"] not in TERMINAL})
         return {"group_id": gid, "error": err}
     finally:
         _BUSY = False
@@ -207,7 +206,7 @@ def record_result(store, results, *, sweep: str | None = None, group: str | None
     Returns:
         The run ids, in member order.
     """
-    from ..train.engine import environment
+    from ..train.engine import create_group
 
     results = list(results)
     if group is not None and store.group(group):
@@ -216,9 +215,7 @@ def record_result(store, results, *, sweep: str | None = None, group: str | None
             raise ValueError(f"group {group} has {len(ids)} runs but {len(results)} results were given")
         store.truncate_metrics(ids, -1)
     else:
-        group = group or uuid.uuid4().hex[:12]
-        ids = store.create_runs([config_json(r.config) for r in results], [r.config.name for r in results], group,
-                                env or environment(), sweep)
+        group, ids = create_group(store, [r.config for r in results], sweep, env, group)
     rows = []
     for run_id, res in zip(ids, results):
         for rec in res.metrics.to_dict("records"):
@@ -241,10 +238,8 @@ def _record_failure(store, sweep: str, group: Group, error: str) -> tuple[str, l
         rows = store.group(group.group_id)
         store.update_runs({r["id"]: ("failed", {"error": error}) for r in rows})
         return group.group_id, [r["id"] for r in rows]
-    from ..train.engine import environment
-    gid = uuid.uuid4().hex[:12]
-    ids = store.create_runs([config_json(c) for c in group.cfgs], [c.name for c in group.cfgs], gid,
-                            environment(), sweep)
+    from ..train.engine import create_group
+    gid, ids = create_group(store, group.cfgs, sweep)
     store.update_runs({i: ("failed", {"error": error}) for i in ids})
     return gid, ids
 
@@ -259,7 +254,7 @@ def _ray_train(root: str | None, sweep: str, cfgs: list[RunCfg], gid: str, copy_
 
     from ..store import Store
     from ..train import train
-    from ..train.engine import environment
+    from ..train.engine import create_group, environment
 
     try:  # SIGTERM (Ray stopping the worker, a preempted node) stops like Ctrl-C: rows `stopped`
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -269,7 +264,7 @@ def _ray_train(root: str | None, sweep: str, cfgs: list[RunCfg], gid: str, copy_
     st = Store(tmp.name if tmp else root)
     try:
         if not st.group(gid):
-            st.create_runs([config_json(c) for c in cfgs], [c.name for c in cfgs], gid, environment(), sweep)
+            create_group(st, cfgs, sweep, group=gid)
         results = train(cfgs, store=st, progress=False, sweep=sweep, group=gid)
         out = {"runs": [{"status": r.status, "summary": r.summary,
                          "metrics": r.metrics.to_dict("records") if copy_back else []} for r in results],
@@ -303,14 +298,6 @@ def _ray_root(store, storage: str | Path | None, local: bool, gid: str) -> tuple
     if local:
         return str(store.paths.root.resolve()), False
     return None, True
-
-
-def _new_rows(store, sweep: str, group: Group) -> str:
-    """Create a new group's rows in the driver's store (status running); return its id."""
-    from ..train.engine import environment
-    gid = uuid.uuid4().hex[:12]
-    store.create_runs([config_json(c) for c in group.cfgs], [c.name for c in group.cfgs], gid, environment(), sweep)
-    return gid
 
 
 def _ray_gpu_free() -> int:
@@ -366,7 +353,7 @@ def _run_ray(ray, plan: Plan, store, on_done: OnDone, max_retries: int,
              storage: str | Path | None = None) -> list[GroupOutcome]:
     import pandas as pd
 
-    from ..train.engine import RunResult
+    from ..train.engine import RunResult, create_group
 
     gpu = plan.resources.kind == "gpu"
     task = ray.remote(_ray_train)
@@ -375,7 +362,7 @@ def _run_ray(ray, plan: Plan, store, on_done: OnDone, max_retries: int,
     local = storage is None and _ray_is_local(ray)
     try:
         for g in plan.groups:
-            g = g if g.group_id else replace(g, group_id=_new_rows(store, plan.sweep, g))
+            g = g if g.group_id else replace(g, group_id=create_group(store, g.cfgs, plan.sweep)[0])
             root, copy_back = _ray_root(store, storage, local, g.group_id)
             opts = dict(num_cpus=1, num_gpus=1 if gpu else 0, max_retries=max_retries, retry_exceptions=True)
             ref = task.options(**opts).remote(root, plan.sweep, list(g.cfgs), g.group_id, copy_back)

@@ -14,7 +14,7 @@ import math
 import sys
 from typing import Any
 
-from ..config import ConfigError
+from ..config import ConfigError, parse_seeds
 
 
 def _clean(v: Any) -> Any:
@@ -50,7 +50,7 @@ def cmd_sweep(args) -> int:
         if value is not None and value < (0 if flag == "retries" else 1):
             raise ConfigError(f"--{flag}={value} must be at least {0 if flag == 'retries' else 1}")
     spec = load_spec(args.spec, grid=parse_grid(args.grid or []), overrides=args.set or [], name=args.name,
-                     seeds=_seeds(args.seeds), mode=args.mode)
+                     seeds=None if args.seeds is None else parse_seeds(args.seeds, "--seeds"), mode=args.mode)
     out = sys.stderr if args.json else sys.stdout
     state = {"done": 0, "total": 0}
 
@@ -98,15 +98,6 @@ def cmd_sweep(args) -> int:
         print(f"groklab: group {o.group_id or '?'} ({', '.join(c.name for c in o.group.cfgs)}): "
               f"{o.error or ', '.join(o.statuses)}", file=sys.stderr)
     return 1 if report.failed else 0
-
-
-def _seeds(text: str | None):
-    if text is None:
-        return None
-    try:
-        return [int(s) for s in text.split(",") if s.strip()] if "," in text else int(text)
-    except ValueError:
-        raise ConfigError(f"--seeds={text!r} must be a count N or a list a,b,c of integers") from None
 
 
 def _json_report(report) -> dict:

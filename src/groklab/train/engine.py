@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 
 from .. import __version__
-from ..config import MEMBER_FIELDS, ConfigError, RunCfg, TrainCfg, config_json, get_field, to_dict
+from ..config import ConfigError, RunCfg, TrainCfg, check_ensemble, config_json, get_field
 from ..data import TASKS, TaskData, noisy_labels, subset
 from ..models import MemberModel, build_model
 from ..store import Store
@@ -69,29 +69,6 @@ class TrainState:
 
 
 Hook = Callable[[int, TrainState], None]
-
-
-def check_ensemble(cfgs: Sequence[RunCfg]) -> None:
-    """Members must agree on every field outside MEMBER_FIELDS."""
-    base = _flat(cfgs[0])
-    for i, cfg in enumerate(cfgs[1:], 1):
-        for key, value in _flat(cfg).items():
-            if key not in MEMBER_FIELDS and base.get(key) != value:
-                raise ConfigError(f"ensemble member {i} differs in {key} ({base.get(key)!r} vs {value!r}); members may "
-                                  f"differ only in: {', '.join(sorted(MEMBER_FIELDS))}")
-
-
-def _flat(cfg: RunCfg) -> dict:
-    out = {}
-
-    def walk(d, prefix):
-        for k, v in d.items():
-            if isinstance(v, dict):
-                walk(v, f"{prefix}{k}.")
-            else:
-                out[prefix + k] = v if not isinstance(v, list) else repr(v)
-    walk(to_dict(cfg), "")
-    return out
 
 
 def _col(values: list[float], device: torch.device) -> torch.Tensor:
@@ -137,6 +114,23 @@ def environment() -> dict[str, str | None]:
     except (OSError, subprocess.SubprocessError):
         sha = None
     return {"groklab_version": __version__, "torch_version": torch.__version__, "git_sha": sha}
+
+
+def create_group(store: Store, cfgs: Sequence[RunCfg], sweep: str | None = None, env: dict | None = None,
+                 group: str | None = None) -> tuple[str, list[int]]:
+    """Create the rows of a new group of runs (status `running`); return (group id, run ids).
+
+    Args:
+        store: where the rows go.
+        cfgs: one config per member.
+        sweep: tag the rows with this sweep name.
+        env: versions and git commit recorded with the rows (default: this process's).
+        group: the group id (default: a new one), e.g. the driver's id in a Ray task's own store.
+    """
+    group = group or uuid.uuid4().hex[:12]
+    ids = store.create_runs([config_json(c) for c in cfgs], [c.name for c in cfgs], group, env or environment(),
+                            sweep)
+    return group, ids
 
 
 def _member_gens(cfgs: Sequence[RunCfg], offset: int) -> list[torch.Generator]:
@@ -266,9 +260,6 @@ class _Run:
 
         # data: the whole table on the device; per-member splits and labels (drawn on the CPU)
         task_def = TASKS.get(c0.data.task)()
-        if getattr(task_def, "split_dependent", False) and len({(c.data.split_seed, c.data.n_train) for c in cfgs}) > 1:
-            raise ConfigError(f"data.task={c0.data.task!r} preprocesses with training-set statistics: ensemble "
-                              "members must share data.split_seed and data.n_train")
         task_cpu = task_def.build(c0.data)
         splits = [task_def.split(c.data, task_cpu) for c in cfgs]
         self.labels = torch.stack([noisy_labels(task_cpu.y, tr, c.data.label_noise, task_cpu.n_out, c.data.split_seed)
@@ -325,9 +316,7 @@ class _Run:
     def _open_rows(self, sweep: str | None) -> None:
         store, cfgs = self.store, self.cfgs
         if self.group is None:
-            self.group = uuid.uuid4().hex[:12]
-            self.run_ids = store.create_runs([config_json(c) for c in cfgs], [c.name for c in cfgs], self.group,
-                                             environment(), sweep)
+            self.group, self.run_ids = create_group(store, cfgs, sweep)
             return
         self.run_ids = [r["id"] for r in store.group(self.group)]
         ckpt = store.paths.checkpoint(self.group)
