@@ -193,8 +193,9 @@ def cmd_interventions(args) -> int:
 
     for name in INTERVENTIONS:
         e = INTERVENTIONS.get(name)
+        member = f"per member: {', '.join(e.member_fields)}" if e.member_fields else "shared by an ensemble"
         print(f"{name}: {INTERVENTIONS.doc(name)}\n    fields: {', '.join(e.fields)}; default {e.default}; "
-              f"{'per member' if e.member_varying else 'shared by an ensemble'}; source: {e.source}")
+              f"{member}; source: {e.source}")
     return 0
 
 
@@ -248,12 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extend(sub, add) -> None:
     """Commands contributed by other modules (sweeps, analyses) register here."""
-    for module in ("groklab.sweep.cli", "groklab.report.cli", "groklab.protocols.cli",
-                   "groklab.reproduce.cli"):
-        try:
-            mod = __import__(module, fromlist=["register"])
-        except ModuleNotFoundError:
-            continue
+    from .protocols import cli as protocols_cli
+    from .report import cli as report_cli
+    from .reproduce import cli as reproduce_cli
+    from .sweep import cli as sweep_cli
+
+    for mod in (sweep_cli, report_cli, protocols_cli, reproduce_cli):
         mod.register(add)
 
 

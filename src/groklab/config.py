@@ -51,12 +51,32 @@ def _check_range(path: str, value: float, lo: float | None = None, hi: float | N
         _fail(path, value, f"must be in {left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}")
 
 
+def _entry_options(section: Any, registry: Any, name: str, path: str) -> None:
+    """Type-check `section.options` against the `Options` dataclass of the registered entry `name`
+    and store the typed instance (`cfg.options.width`); an entry without `Options` takes none.
+    An unknown name is left to the cross-check, which reports it."""
+    value = section.options
+    if name not in registry:
+        return
+    cls = getattr(registry.get(name), "Options", None)
+    if cls is None:
+        if value:
+            _fail(path, value, f"must be empty: {registry.field}={name!r} has no options")
+        return
+    if not isinstance(value, cls):
+        if not isinstance(value, dict):
+            _fail(path, value, "must be a table")
+        object.__setattr__(section, "options", from_dict(cls, value, path))
+
+
 @dataclass(frozen=True)
 class DataCfg:
     """What the network learns: a registered task and how it is split."""
 
     task: str = "modular"
     """Registered task: `modular` (binary op mod p), `kwise` (x1+…+xk mod p), `mnist`, `wine`."""
+    options: Any = field(default_factory=dict)
+    """Fields of the task's own `Options` (an extension's settings, `[data.options]`; docs/extending.md)."""
     op: str = "x+y"
     """Binary operation for the `modular` task, e.g. `x+y`, `x-y`, `x*y`, `x/y`, `x^2+y^2`."""
     p: int = 97
@@ -90,6 +110,7 @@ class DataCfg:
         _check_range("data.label_noise", self.label_noise, 0, 1)
         _check_range("data.n_train", self.n_train, 1)
         _check_range("data.n_val", self.n_val, 0)
+        _entry_options(self, TASKS, self.task, "data.options")
 
 
 @dataclass(frozen=True)
@@ -98,6 +119,8 @@ class ModelCfg:
 
     name: str = "transformer"
     """Registered model: transformer, mlp, rnn, gru, lstm."""
+    options: Any = field(default_factory=dict)
+    """Fields of the model's own `Options` (an extension's settings, `[model.options]`; docs/extending.md)."""
     n_layers: int = 2
     """Transformer blocks, MLP hidden layers, or stacked recurrent layers."""
     d_model: int = 128
@@ -140,6 +163,7 @@ class ModelCfg:
         _check_range("model.dropout", self.dropout, 0, 1, hi_open=True)
         _check_range("model.init_scale", self.init_scale, 0, lo_open=True)
         _check_range("model.logit_scale", self.logit_scale, 0, lo_open=True)
+        _entry_options(self, MODELS, self.name, "model.options")
 
 
 @dataclass(frozen=True)
@@ -523,8 +547,8 @@ def to_dict(cfg: Any, keep_none: bool = False) -> dict:
             v = to_dict(v, keep_none)
         elif isinstance(v, tuple):
             v = [to_dict(x) if dataclasses.is_dataclass(x) else x for x in v]
-        if v is None and not keep_none:
-            continue
+        if (v is None or (f.name == "options" and v == {})) and not keep_none:
+            continue  # unset, or no options: stored configs stay as they were before options existed
         out[f.name] = v
     return out
 

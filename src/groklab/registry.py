@@ -53,8 +53,12 @@ class Registry(Generic[T]):
 
     def _load(self) -> None:
         providers, self._providers = self._providers, ()  # cleared first: providers register into us
-        for module in providers:
-            importlib.import_module(module)
+        try:
+            for module in providers:
+                importlib.import_module(module)
+        except BaseException:
+            self._providers = providers  # a failed import is retried (and reported) on the next lookup
+            raise
 
     def register(self, name: str, doc: str = "") -> Callable[[T], T]:
         def deco(obj: T) -> T:

@@ -65,7 +65,7 @@ class SweepSpec:
             raise ConfigError(f"mode={self.mode!r} must be one of 'product', 'zip'")
         valid = field_paths()
         for name, values in self.axes.items():
-            if name not in valid:
+            if name not in valid and not name.startswith(("data.options.", "model.options.")):
                 raise ConfigError(f"axes: {name!r} is not a config field{suggest(name, sorted(valid))}")
             if not values:
                 raise ConfigError(f"axes.{name} has no values")

@@ -83,11 +83,18 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def set_threads(cfg: RunCfg) -> None:
-    threads = cfg.train.threads
-    n = (os.cpu_count() or 1) if threads == "auto" else threads
-    if torch.get_num_threads() != n:
+@contextlib.contextmanager
+def torch_threads(cfg: TrainCfg) -> Iterator[None]:
+    """torch's CPU threads for the run (`train.threads`); the caller's count is restored after."""
+    saved = torch.get_num_threads()
+    n = (os.cpu_count() or 1) if cfg.threads == "auto" else cfg.threads
+    if saved != n:
         torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != saved:
+            torch.set_num_threads(saved)
 
 
 @contextlib.contextmanager
@@ -221,7 +228,7 @@ def train(cfgs: RunCfg | Sequence[RunCfg], *, store: Store | None = None, hooks:
     cfgs = [cfgs] if isinstance(cfgs, RunCfg) else list(cfgs)
     check_ensemble(cfgs)
     tc = cfgs[0].train
-    with numerics(tc):
+    with numerics(tc), torch_threads(tc):
         run = _Run(cfgs, store, sweep, group)
         evals, step, done = set(eval_steps(tc)), run.start, False
         bar = progress_bar(progress, tc.steps, step)
@@ -255,7 +262,6 @@ class _Run:
     def __init__(self, cfgs: list[RunCfg], store: Store | None, sweep: str | None, group: str | None):
         c0, n = cfgs[0], len(cfgs)
         self.cfgs, self.c0, self.n, self.store, self.group = cfgs, c0, n, store, group
-        set_threads(c0)
         self.device = device = resolve_device(c0.train.device)
 
         # data: the whole table on the device; per-member splits and labels (drawn on the CPU)
