@@ -37,7 +37,8 @@ __all__ = [
 ]
 
 
-def _fail(path: str, value: Any, why: str) -> None:
+def fail(path: str, value: Any, why: str) -> None:
+    """Raise the one-line ConfigError `path=value why` (also for the `validate` rules of entries)."""
     raise ConfigError(f"{path}={value!r} {why}")
 
 
@@ -48,7 +49,7 @@ def _check_range(path: str, value: float, lo: float | None = None, hi: float | N
     if bad_lo or bad_hi or (isinstance(value, float) and math.isnan(value)):
         left = "(" if lo_open else "["
         right = ")" if hi_open else "]"
-        _fail(path, value, f"must be in {left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}")
+        fail(path, value, f"must be in {left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}")
 
 
 def _entry_options(section: Any, registry: Any, name: str, path: str) -> None:
@@ -61,11 +62,11 @@ def _entry_options(section: Any, registry: Any, name: str, path: str) -> None:
     cls = getattr(registry.get(name), "Options", None)
     if cls is None:
         if value:
-            _fail(path, value, f"must be empty: {registry.field}={name!r} has no options")
+            fail(path, value, f"must be empty: {registry.field}={name!r} has no options")
         return
     if not isinstance(value, cls):
         if not isinstance(value, dict):
-            _fail(path, value, "must be a table")
+            fail(path, value, "must be a table")
         object.__setattr__(section, "options", from_dict(cls, value, path))
 
 
@@ -304,13 +305,13 @@ class TrainCfg:
         if self.threads != "auto":
             _check_range("train.threads", self.threads, 1)
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
-            _fail("train.device", self.device, "must be one of 'auto', 'cpu', 'cuda', 'cuda:N'")
+            fail("train.device", self.device, "must be one of 'auto', 'cpu', 'cuda', 'cuda:N'")
         last = -1
         for i, ph in enumerate(self.phases):
             path = f"train.phases[{i}]"
             _check_range(f"{path}.start", ph.start, 0, self.steps - 1)
             if ph.start <= last:
-                _fail(f"{path}.start", ph.start, f"must be after the previous phase's start ({last}); phases may not overlap")
+                fail(f"{path}.start", ph.start, f"must be after the previous phase's start ({last}); phases may not overlap")
             last = ph.start
             if ph.train_frac is not None:
                 _check_range(f"{path}.train_frac", ph.train_frac, 0, 1, lo_open=True)
@@ -359,7 +360,7 @@ def _cross_check(cfg: RunCfg) -> None:
             raise ConfigError(LOSSES.unknown(loss, field=path))
     inputs = getattr(task, "inputs", "tokens")
     if inputs not in getattr(model, "accepts", ("tokens",)):
-        _fail("model.name", cfg.model.name,
+        fail("model.name", cfg.model.name,
               f"cannot take data.task={cfg.data.task!r} ({inputs} input); models that can: "
               + ", ".join(n for n in MODELS if inputs in getattr(MODELS.get(n), "accepts", ("tokens",))))
     for registry in (TASKS, MODELS, LOSSES):
@@ -370,11 +371,6 @@ def loss_fields(cfg: RunCfg) -> list[tuple[str, str]]:
     """(field, loss name) of the run's loss and of every phase that switches it."""
     return [("train.loss", cfg.train.loss)] + [
         (f"train.phases[{i}].loss", ph.loss) for i, ph in enumerate(cfg.train.phases) if ph.loss]
-
-
-def fail(path: str, value: Any, why: str) -> None:
-    """Raise the one-line ConfigError `path=value why` (for validate hooks of extensions)."""
-    _fail(path, value, why)
 
 
 def is_prime(n: int) -> bool:
@@ -468,53 +464,53 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
                 return _coerce(arg, value, path)
             except ConfigError as e:
                 errors.append(e)
-        _fail(path, value, f"must be {_type_name(tp)}")
+        fail(path, value, f"must be {_type_name(tp)}")
     if origin is Literal:
         if value not in typing.get_args(tp):
-            _fail(path, value, f"must be {_type_name(tp)}")
+            fail(path, value, f"must be {_type_name(tp)}")
         return value
     if tp is type(None):
         if value is not None:
-            _fail(path, value, "must be null")
+            fail(path, value, "must be null")
         return None
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            _fail(path, value, "must be a list")
+            fail(path, value, "must be a list")
         args = typing.get_args(tp)
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):
-            _fail(path, value, f"must be a list of {len(args)} values")
+            fail(path, value, f"must be a list of {len(args)} values")
         return tuple(_coerce(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
-            _fail(path, value, "must be a table")
+            fail(path, value, "must be a table")
         return from_dict(tp, value, path)
     if tp is bool:
         if not isinstance(value, bool):
-            _fail(path, value, "must be true or false")
+            fail(path, value, "must be true or false")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
                 return int(value)  # 1e5 written as a float
-            _fail(path, value, "must be an integer")
+            fail(path, value, "must be an integer")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            _fail(path, value, "must be a number")
+            fail(path, value, "must be a number")
         try:
             value = float(value)
         except OverflowError:  # an integer beyond float range
-            _fail(path, value, "must be a finite number")
+            fail(path, value, "must be a finite number")
         if not math.isfinite(value):  # TOML allows inf and nan; no field means either
-            _fail(path, value, "must be a finite number")
+            fail(path, value, "must be a finite number")
         return value
     if tp is str:
         if not isinstance(value, str):
-            _fail(path, value, "must be a string")
+            fail(path, value, "must be a string")
         return value
     raise TypeError(f"unsupported annotation {tp!r} at {path}")  # a bug in the config classes
 
