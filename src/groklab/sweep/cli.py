@@ -236,7 +236,8 @@ def register(add) -> None:
     sp.add_argument("--seeds", help="N (seeds 0..N-1) or a,b,c: crossed with every point")
     sp.add_argument("--mode", choices=("product", "zip"), help="combine axes as a product (default) or zipped")
     sp.add_argument("--name", help="sweep name (default: the spec's); re-running a name resumes it")
-    sp.add_argument("--backend", choices=("local", "ray"), default="local", help="where to run (default local)")
+    from .backends import BACKENDS
+    sp.add_argument("--backend", choices=BACKENDS.names(), default="local", help="where to run (default local)")
     sp.add_argument("--address", help="Ray cluster address ('auto' joins a running cluster; default: start one)")
     sp.add_argument("--workers", type=int, help="parallel workers (default: one per core; one per GPU)")
     sp.add_argument("--pack", type=int, help="max runs per vectorized ensemble (default: 1 on CPU; by memory on GPU)")
