@@ -61,7 +61,9 @@ def test_unknown_preset_lists_presets():
 def test_phases_validated():
     with pytest.raises(ConfigError, match="phases may not overlap"):
         load_config("quickstart", ["train.phases=[{start=100}, {start=50}]"])
-    with pytest.raises(ConfigError, match=r"train.phases\[0\].train_frac=1.5"):
+    with pytest.raises(ConfigError, match=r"train.phases\[0\].frac_train=1.5"):
+        load_config("quickstart", ["train.phases=[{start=100, frac_train=1.5}]"])
+    with pytest.raises(ConfigError, match=r"train.phases\[0\].frac_train=1.5"):  # the old name still reads
         load_config("quickstart", ["train.phases=[{start=100, train_frac=1.5}]"])
     with pytest.raises(ConfigError, match=r"unknown field 'train.phases\[0\].wd'"):
         load_config("quickstart", ["train.phases=[{start=100, wd=0.1}]"])

@@ -21,7 +21,7 @@ import typing
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, ClassVar, Literal, Union
 
 from .registry import LOSSES, MODELS, TASKS, ConfigError, suggest
 
@@ -240,14 +240,18 @@ class OptimCfg:
 class Phase:
     """From step `start` on, override any of these (unset fields keep their value)."""
 
+    RENAMED: ClassVar[dict[str, str]] = {"train_frac": "frac_train"}
+    """Old key → field: stored runs and older files keep reading."""
+
     start: int
     """First step of the phase."""
     weight_decay: float | None = None
     wd_kind: Literal["decoupled", "to_init", "l2"] | None = None
     lr: float | None = None
     loss: str | None = None
-    train_frac: float | None = None
-    """Keep a random subset of this fraction of the *original* training set (ungrokking)."""
+    frac_train: float | None = None
+    """Keep a random subset of this fraction of the *original* training set (ungrokking); named
+    like `data.frac_train` (older files' and stored runs' `train_frac` still reads)."""
     name: str = ""
     """Label drawn on plots."""
 
@@ -313,8 +317,8 @@ class TrainCfg:
             if ph.start <= last:
                 fail(f"{path}.start", ph.start, f"must be after the previous phase's start ({last}); phases may not overlap")
             last = ph.start
-            if ph.train_frac is not None:
-                _check_range(f"{path}.train_frac", ph.train_frac, 0, 1, lo_open=True)
+            if ph.frac_train is not None:
+                _check_range(f"{path}.frac_train", ph.frac_train, 0, 1, lo_open=True)
             if ph.lr is not None:
                 _check_range(f"{path}.lr", ph.lr, 0, lo_open=True)
             if ph.weight_decay is not None:
@@ -519,6 +523,11 @@ def from_dict(cls: type, data: dict, path: str = "") -> Any:
     """Build dataclass `cls` from a plain dict, rejecting unknown keys and wrong types."""
     hints = typing.get_type_hints(cls)
     names = [f.name for f in fields(cls)]
+    for old, new in getattr(cls, "RENAMED", {}).items():  # keys written before a field was renamed
+        if old in data:
+            if new in data:
+                raise ConfigError(f"{path}: {old!r} is the old name of {new!r}; give one of them")
+            data = {(new if k == old else k): v for k, v in data.items()}
     for key in data:
         if key not in names:
             where = f"{path}.{key}" if path else key

@@ -350,8 +350,8 @@ class _Run:
             lr = [ph.lr] * n if ph.lr is not None else lr
             wd = [ph.weight_decay] * n if ph.weight_decay is not None else wd
             kind, loss = ph.wd_kind or kind, ph.loss or loss
-            if ph.train_frac is not None:  # a subset of the *original* training set
-                sets = [subset(tr, ph.train_frac, c.data.split_seed + 1 + j) for tr, c in zip(self.train_sets, cfgs)]
+            if ph.frac_train is not None:  # a subset of the *original* training set
+                sets = [subset(tr, ph.frac_train, c.data.split_seed + 1 + j) for tr, c in zip(self.train_sets, cfgs)]
         self.hp.weight_decay.copy_(_col(wd, self.device))
         self.base_lr.copy_(_col(lr, self.device))
         self.opt.decay_kind = kind
