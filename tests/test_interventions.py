@@ -181,7 +181,7 @@ def test_weight_decay_timing_presets_switch_as_the_study_did(preset, before, aft
 def test_ungrok_presets_shrink_after_grokking_time(preset, shrunk):
     cfg = load_config(preset)
     (phase,) = cfg.train.phases
-    assert cfg.data.frac_train == 0.7 and phase.train_frac == shrunk and not cfg.train.early_stop
+    assert cfg.data.frac_train == 0.7 and phase.frac_train == shrunk and not cfg.train.early_stop
     assert 0 < phase.start < cfg.train.steps
 
 

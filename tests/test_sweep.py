@@ -282,3 +282,26 @@ def test_cli_sweep_end_to_end(tmp_path, capsys):
     assert main(["sweep", "quickstart", "--grid", "optim.lrr=1e-3", "--store", root]) == 2
     assert "optim.lrr" in capsys.readouterr().err
     assert main(["analyze", "e2e", "--store", root, "--kind", "phase"]) == 2
+
+
+def test_backends_share_one_executor_interface(tmp_path):
+    """A backend is a registered executor factory: submit(group) -> Job, completed(jobs) -> outcomes.
+    An unknown name lists the registered ones."""
+    from groklab.sweep.backends import BACKENDS, InProcessExecutor
+
+    with pytest.raises(ConfigError, match=r"--backend='slurm' is not a known backend; choose one of: local, ray"):
+        BACKENDS.get("slurm")
+    submitted = []
+
+    class Counting(InProcessExecutor):
+        def submit(self, group):
+            submitted.append(group)
+            return super().submit(group)
+
+    BACKENDS.register("counting")(Counting)
+    try:
+        report = run_sweep(tiny_spec(), store=Store(tmp_path / "runs"), backend="counting", workers=1)
+    finally:
+        BACKENDS.remove("counting")
+    assert len(submitted) == 2 and not report.failed
+    assert [s for o in report.outcomes for s in o.statuses] == ["finished", "finished"]

@@ -32,18 +32,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"groklab: error: {message}\n")
 
 
-def _seeds(text: str) -> list[int]:
-    try:
-        if "," in text:
-            return [int(s) for s in text.split(",") if s.strip()]
-        n = int(text)
-    except ValueError:
-        raise ConfigError(f"--seeds={text!r} must be a count N or a list a,b,c of integers") from None
-    if n < 1:
-        raise ConfigError(f"--seeds={text!r} must be at least 1")
-    return list(range(n))
-
-
 def _clean(v: Any) -> Any:
     return None if isinstance(v, float) and not math.isfinite(v) else v
 
@@ -71,12 +59,12 @@ def _print_records(records, as_json: bool, ensemble: bool) -> None:
 
 def cmd_run(args) -> int:
     from .api import expand_seeds, load_run
-    from .config import load_config
+    from .config import load_config, parse_seeds
     from .store import Store
     from .train import check_ensemble, train
 
     cfg = load_config(args.source, args.set or [])
-    seeds = _seeds(args.seeds) if args.seeds else None
+    seeds = list(parse_seeds(args.seeds, "--seeds")) if args.seeds else None
     cfgs = expand_seeds(cfg, seeds)
     check_ensemble(cfgs)  # validated before the store is touched
     store = Store(args.store)
@@ -205,8 +193,9 @@ def cmd_interventions(args) -> int:
 
     for name in INTERVENTIONS:
         e = INTERVENTIONS.get(name)
+        member = f"per member: {', '.join(e.member_fields)}" if e.member_fields else "shared by an ensemble"
         print(f"{name}: {INTERVENTIONS.doc(name)}\n    fields: {', '.join(e.fields)}; default {e.default}; "
-              f"{'per member' if e.member_varying else 'shared by an ensemble'}; source: {e.source}")
+              f"{member}; source: {e.source}")
     return 0
 
 
@@ -260,12 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extend(sub, add) -> None:
     """Commands contributed by other modules (sweeps, analyses) register here."""
-    for module in ("groklab.sweep.cli", "groklab.report.cli", "groklab.protocols.cli",
-                   "groklab.reproduce.cli"):
-        try:
-            mod = __import__(module, fromlist=["register"])
-        except ModuleNotFoundError:
-            continue
+    from .protocols import cli as protocols_cli
+    from .report import cli as report_cli
+    from .reproduce import cli as reproduce_cli
+    from .sweep import cli as sweep_cli
+
+    for mod in (sweep_cli, report_cli, protocols_cli, reproduce_cli):
         mod.register(add)
 
 

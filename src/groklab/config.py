@@ -21,9 +21,9 @@ import typing
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, ClassVar, Literal, Union
 
-from .registry import ConfigError
+from .registry import LOSSES, MODELS, TASKS, ConfigError, suggest
 
 try:  # Python >= 3.11
     import tomllib
@@ -32,11 +32,13 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 
 __all__ = [
     "ConfigError", "DataCfg", "ModelCfg", "OptimCfg", "Phase", "TrainCfg", "RunCfg",
-    "load_config", "from_dict", "to_dict", "with_overrides", "list_presets", "MEMBER_FIELDS",
+    "load_config", "from_dict", "to_dict", "with_overrides", "list_presets", "MEMBER_FIELDS", "flatten",
+    "member_fields", "ensemble_signature", "check_ensemble", "parse_seeds",
 ]
 
 
-def _fail(path: str, value: Any, why: str) -> None:
+def fail(path: str, value: Any, why: str) -> None:
+    """Raise the one-line ConfigError `path=value why` (also for the `validate` rules of entries)."""
     raise ConfigError(f"{path}={value!r} {why}")
 
 
@@ -47,7 +49,25 @@ def _check_range(path: str, value: float, lo: float | None = None, hi: float | N
     if bad_lo or bad_hi or (isinstance(value, float) and math.isnan(value)):
         left = "(" if lo_open else "["
         right = ")" if hi_open else "]"
-        _fail(path, value, f"must be in {left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}")
+        fail(path, value, f"must be in {left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}")
+
+
+def _entry_options(section: Any, registry: Any, name: str, path: str) -> None:
+    """Type-check `section.options` against the `Options` dataclass of the registered entry `name`
+    and store the typed instance (`cfg.options.width`); an entry without `Options` takes none.
+    An unknown name is left to the cross-check, which reports it."""
+    value = section.options
+    if name not in registry:
+        return
+    cls = getattr(registry.get(name), "Options", None)
+    if cls is None:
+        if value:
+            fail(path, value, f"must be empty: {registry.field}={name!r} has no options")
+        return
+    if not isinstance(value, cls):
+        if not isinstance(value, dict):
+            fail(path, value, "must be a table")
+        object.__setattr__(section, "options", from_dict(cls, value, path))
 
 
 @dataclass(frozen=True)
@@ -56,6 +76,8 @@ class DataCfg:
 
     task: str = "modular"
     """Registered task: `modular` (binary op mod p), `kwise` (x1+…+xk mod p), `mnist`, `wine`."""
+    options: Any = field(default_factory=dict)
+    """Fields of the task's own `Options` (an extension's settings, `[data.options]`; docs/extending.md)."""
     op: str = "x+y"
     """Binary operation for the `modular` task, e.g. `x+y`, `x-y`, `x*y`, `x/y`, `x^2+y^2`."""
     p: int = 97
@@ -89,6 +111,7 @@ class DataCfg:
         _check_range("data.label_noise", self.label_noise, 0, 1)
         _check_range("data.n_train", self.n_train, 1)
         _check_range("data.n_val", self.n_val, 0)
+        _entry_options(self, TASKS, self.task, "data.options")
 
 
 # Transformer-only choices and their defaults (other models refuse a non-default value).
@@ -101,6 +124,8 @@ class ModelCfg:
 
     name: str = "transformer"
     """Registered model: transformer, mlp, rnn, gru, lstm."""
+    options: Any = field(default_factory=dict)
+    """Fields of the model's own `Options` (an extension's settings, `[model.options]`; docs/extending.md)."""
     n_layers: int = 2
     """Transformer blocks, MLP hidden layers, or stacked recurrent layers."""
     d_model: int = 128
@@ -160,11 +185,9 @@ class ModelCfg:
         if self.name != "transformer":
             for name, default in TRANSFORMER_ONLY.items():
                 if getattr(self, name) != default:
-                    _fail(f"model.{name}", getattr(self, name),
+                    fail(f"model.{name}", getattr(self, name),
                           f"is read by model.name='transformer' only (here {self.name!r}); leave it at {default!r}")
-        if self.name == "transformer" and self.d_model % self.n_heads:
-            raise ConfigError(
-                f"model.d_model={self.d_model} must be divisible by model.n_heads={self.n_heads}")
+        _entry_options(self, MODELS, self.name, "model.options")
 
 
 @dataclass(frozen=True)
@@ -240,14 +263,18 @@ class OptimCfg:
 class Phase:
     """From step `start` on, override any of these (unset fields keep their value)."""
 
+    RENAMED: ClassVar[dict[str, str]] = {"train_frac": "frac_train"}
+    """Old key → field: stored runs and older files keep reading."""
+
     start: int
     """First step of the phase."""
     weight_decay: float | None = None
     wd_kind: Literal["decoupled", "to_init", "l2"] | None = None
     lr: float | None = None
     loss: str | None = None
-    train_frac: float | None = None
-    """Keep a random subset of this fraction of the *original* training set (ungrokking)."""
+    frac_train: float | None = None
+    """Keep a random subset of this fraction of the *original* training set (ungrokking); named
+    like `data.frac_train` (older files' and stored runs' `train_frac` still reads)."""
     name: str = ""
     """Label drawn on plots."""
 
@@ -305,16 +332,16 @@ class TrainCfg:
         if self.threads != "auto":
             _check_range("train.threads", self.threads, 1)
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
-            _fail("train.device", self.device, "must be one of 'auto', 'cpu', 'cuda', 'cuda:N'")
+            fail("train.device", self.device, "must be one of 'auto', 'cpu', 'cuda', 'cuda:N'")
         last = -1
         for i, ph in enumerate(self.phases):
             path = f"train.phases[{i}]"
             _check_range(f"{path}.start", ph.start, 0, self.steps - 1)
             if ph.start <= last:
-                _fail(f"{path}.start", ph.start, f"must be after the previous phase's start ({last}); phases may not overlap")
+                fail(f"{path}.start", ph.start, f"must be after the previous phase's start ({last}); phases may not overlap")
             last = ph.start
-            if ph.train_frac is not None:
-                _check_range(f"{path}.train_frac", ph.train_frac, 0, 1, lo_open=True)
+            if ph.frac_train is not None:
+                _check_range(f"{path}.frac_train", ph.frac_train, 0, 1, lo_open=True)
             if ph.lr is not None:
                 _check_range(f"{path}.lr", ph.lr, 0, lo_open=True)
             if ph.weight_decay is not None:
@@ -345,45 +372,98 @@ MEMBER_FIELDS = frozenset({
 
 
 def _cross_check(cfg: RunCfg) -> None:
-    """Checks that need registries or span sections (imported lazily: registries import config)."""
-    from .data import TASKS, OPS
-    from .models import MODELS
-    from .train.losses import LOSSES, NORMALIZING
-
+    """Checks that span sections or need a registered entry. The registries (`registry.py`) hold
+    the rules: the named task's and model's own `validate(run_cfg)`, each registry's
+    `cross_check` rules (a normalizing loss after an output head), and what inputs a task gives
+    and a model accepts. No task, model or loss is named here."""
     task = TASKS.get(cfg.data.task)
-    if cfg.data.task == "modular":
-        op = OPS.get(cfg.data.op)
-        if op.needs_prime and not _is_prime(cfg.data.p):
-            _fail("data.p", cfg.data.p, f"must be prime for data.op={cfg.data.op!r} (division needs inverses)")
-    validate_model = getattr(MODELS.get(cfg.model.name), "validate", None)
-    if validate_model is not None:  # fields only one architecture reads (the mixture's run ids)
-        validate_model(cfg)
-    losses = [("train.loss", cfg.train.loss)] + [
-        (f"train.phases[{i}].loss", ph.loss) for i, ph in enumerate(cfg.train.phases) if ph.loss]
-    for path, loss in losses:
+    model = MODELS.get(cfg.model.name)
+    for entry in (task, model):
+        validate = getattr(entry, "validate", None)
+        if validate is not None:  # the entry's own rules (a task's operation, a model's sizes)
+            validate(cfg)
+    for path, loss in loss_fields(cfg):
         if loss not in LOSSES:
-            raise ConfigError(LOSSES.unknown(loss).replace("train.loss", path, 1))
-    if cfg.model.output != "linear":
-        for path, loss in losses:
-            if loss in NORMALIZING:
-                _fail("model.output", cfg.model.output,
-                      f"cannot feed {path}={loss!r}, which normalizes the logits itself; use model.output='linear' "
-                      f"or {path}='mse_linear' (MSE between the head's outputs and one-hot targets)")
+            raise ConfigError(LOSSES.unknown(loss, field=path))
     inputs = getattr(task, "inputs", "tokens")
-    accepts = getattr(MODELS.get(cfg.model.name), "accepts", ("tokens",))
-    if inputs not in accepts:
-        _fail("model.name", cfg.model.name,
+    if inputs not in getattr(model, "accepts", ("tokens",)):
+        fail("model.name", cfg.model.name,
               f"cannot take data.task={cfg.data.task!r} ({inputs} input); models that can: "
               + ", ".join(n for n in MODELS if inputs in getattr(MODELS.get(n), "accepts", ("tokens",))))
-    if cfg.data.fmt != "op" and cfg.model.name == "mlp":
-        _fail("data.fmt", cfg.data.fmt, "is a sequence format; model.name='mlp' takes the operands "
-              "concatenated and needs data.fmt='op'")
-    if cfg.data.fmt == "seq" and cfg.data.task == "modular" and cfg.data.op != "x+y":
-        _fail("data.fmt", cfg.data.fmt, "(the RNN/LSTM study's `<sos> x + y mod =`) is defined for data.op='x+y' only")
+    for registry in (TASKS, MODELS, LOSSES):
+        registry.check(cfg)
 
 
-def _is_prime(n: int) -> bool:
+def loss_fields(cfg: RunCfg) -> list[tuple[str, str]]:
+    """(field, loss name) of the run's loss and of every phase that switches it."""
+    return [("train.loss", cfg.train.loss)] + [
+        (f"train.phases[{i}].loss", ph.loss) for i, ph in enumerate(cfg.train.phases) if ph.loss]
+
+
+def is_prime(n: int) -> bool:
     return n >= 2 and all(n % d for d in range(2, int(n ** 0.5) + 1))
+
+
+# ---------------------------------------------------------------- ensembles
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted field → value of a config (or of its `to_dict` tree): `{"optim.lr": 1e-3, ...}`.
+    Leaves are JSON-ready (tuples as lists, phases as tables); unset (None) fields are left out."""
+    if dataclasses.is_dataclass(tree):
+        tree = to_dict(tree)
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def member_fields(cfg: RunCfg) -> frozenset[str]:
+    """The fields in which ensemble members of `cfg` may differ: MEMBER_FIELDS, less those its task
+    needs shared (`shared_fields`: e.g. a task that standardizes with training-set statistics)."""
+    return MEMBER_FIELDS - frozenset(getattr(TASKS.get(cfg.data.task), "shared_fields", ()))
+
+
+def ensemble_signature(cfg: RunCfg, ignore: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The fields every member of an ensemble with `cfg` must share (less `ignore`): runs with equal
+    signatures may train as one ensemble."""
+    skip = member_fields(cfg) | ignore
+    return {k: v for k, v in flatten(cfg).items() if k not in skip}
+
+
+def check_ensemble(cfgs: typing.Sequence[RunCfg]) -> None:
+    """Raise ConfigError unless all `cfgs` may train as one ensemble (see :func:`ensemble_signature`)."""
+    base = ensemble_signature(cfgs[0])
+    for i, cfg in enumerate(cfgs[1:], 1):
+        sig = ensemble_signature(cfg)
+        for key in sorted(base.keys() | sig.keys()):
+            if base.get(key) != sig.get(key):
+                raise ConfigError(f"ensemble member {i} differs in {key} ({base.get(key)!r} vs {sig.get(key)!r}); "
+                                  f"members may differ only in: {', '.join(sorted(member_fields(cfgs[0])))}")
+
+
+def parse_seeds(value: Any, what: str = "seeds") -> tuple[int, ...]:
+    """Seeds from a count N (seeds 0..N-1), a list of integers, or text `N` / `a,b,c` (the CLI's).
+
+    Raises:
+        ConfigError: naming `what` (`--seeds`, `seeds`) when the value is none of these.
+    """
+    if isinstance(value, str):
+        try:
+            value = [int(s) for s in value.split(",") if s.strip()] if "," in value else int(value)
+        except ValueError:
+            raise ConfigError(f"{what}={value!r} must be a count N or a list a,b,c of integers") from None
+    if isinstance(value, bool) or not isinstance(value, (int, list, tuple)):
+        raise ConfigError(f"{what}={value!r} must be a count N (seeds 0..N-1) or a list of integers")
+    if isinstance(value, int):
+        if value < 1:
+            raise ConfigError(f"{what}={value} must be at least 1")
+        return tuple(range(value))
+    if not all(isinstance(s, int) and not isinstance(s, bool) for s in value):
+        raise ConfigError(f"{what}={value!r} must be a list of integers")
+    return tuple(value)
 
 
 # ---------------------------------------------------------------- dict <-> dataclass, typed
@@ -411,53 +491,53 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
                 return _coerce(arg, value, path)
             except ConfigError as e:
                 errors.append(e)
-        _fail(path, value, f"must be {_type_name(tp)}")
+        fail(path, value, f"must be {_type_name(tp)}")
     if origin is Literal:
         if value not in typing.get_args(tp):
-            _fail(path, value, f"must be {_type_name(tp)}")
+            fail(path, value, f"must be {_type_name(tp)}")
         return value
     if tp is type(None):
         if value is not None:
-            _fail(path, value, "must be null")
+            fail(path, value, "must be null")
         return None
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            _fail(path, value, "must be a list")
+            fail(path, value, "must be a list")
         args = typing.get_args(tp)
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):
-            _fail(path, value, f"must be a list of {len(args)} values")
+            fail(path, value, f"must be a list of {len(args)} values")
         return tuple(_coerce(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
-            _fail(path, value, "must be a table")
+            fail(path, value, "must be a table")
         return from_dict(tp, value, path)
     if tp is bool:
         if not isinstance(value, bool):
-            _fail(path, value, "must be true or false")
+            fail(path, value, "must be true or false")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
                 return int(value)  # 1e5 written as a float
-            _fail(path, value, "must be an integer")
+            fail(path, value, "must be an integer")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            _fail(path, value, "must be a number")
+            fail(path, value, "must be a number")
         try:
             value = float(value)
         except OverflowError:  # an integer beyond float range
-            _fail(path, value, "must be a finite number")
+            fail(path, value, "must be a finite number")
         if not math.isfinite(value):  # TOML allows inf and nan; no field means either
-            _fail(path, value, "must be a finite number")
+            fail(path, value, "must be a finite number")
         return value
     if tp is str:
         if not isinstance(value, str):
-            _fail(path, value, "must be a string")
+            fail(path, value, "must be a string")
         return value
     raise TypeError(f"unsupported annotation {tp!r} at {path}")  # a bug in the config classes
 
@@ -466,6 +546,11 @@ def from_dict(cls: type, data: dict, path: str = "") -> Any:
     """Build dataclass `cls` from a plain dict, rejecting unknown keys and wrong types."""
     hints = typing.get_type_hints(cls)
     names = [f.name for f in fields(cls)]
+    for old, new in getattr(cls, "RENAMED", {}).items():  # keys written before a field was renamed
+        if old in data:
+            if new in data:
+                raise ConfigError(f"{path}: {old!r} is the old name of {new!r}; give one of them")
+            data = {(new if k == old else k): v for k, v in data.items()}
     for key in data:
         if key not in names:
             where = f"{path}.{key}" if path else key
@@ -481,17 +566,17 @@ def from_dict(cls: type, data: dict, path: str = "") -> Any:
         raise ConfigError(f"{path or cls.__name__}: {e}") from None
 
 
-def to_dict(cfg: Any) -> dict:
-    """A JSON/TOML-ready dict (tuples become lists; None fields of phases are dropped)."""
+def to_dict(cfg: Any, keep_none: bool = False) -> dict:
+    """A JSON/TOML-ready dict (tuples become lists; unset (None) fields are dropped unless `keep_none`)."""
     out = {}
     for f in fields(cfg):
         v = getattr(cfg, f.name)
         if dataclasses.is_dataclass(v):
-            v = to_dict(v)
+            v = to_dict(v, keep_none)
         elif isinstance(v, tuple):
             v = [to_dict(x) if dataclasses.is_dataclass(x) else x for x in v]
-        if v is None:
-            continue
+        if (v is None or (f.name == "options" and v == {})) and not keep_none:
+            continue  # unset, or no options: stored configs stay as they were before options existed
         out[f.name] = v
     return out
 
@@ -504,7 +589,8 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def _set_path(tree: dict, dotted: str, value: Any) -> None:
+def set_path(tree: dict, dotted: str, value: Any) -> None:
+    """Set `tree[a][b] = value` for `dotted` = 'a.b', creating missing tables."""
     keys = dotted.split(".")
     node = tree
     for key in keys[:-1]:
@@ -521,7 +607,7 @@ def apply_overrides(tree: dict, overrides: list[str] | tuple[str, ...]) -> dict:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like section.field=value")
         key, text = item.split("=", 1)
-        _set_path(tree, key.strip(), _parse_value(text.strip()))
+        set_path(tree, key.strip(), _parse_value(text.strip()))
     return tree
 
 
@@ -530,7 +616,7 @@ def with_overrides(cfg: RunCfg, overrides: list[str] | tuple[str, ...] | dict[st
     tree = to_dict(cfg)
     if isinstance(overrides, dict):
         for k, v in overrides.items():
-            _set_path(tree, k, v)
+            set_path(tree, k, v)
     else:
         apply_overrides(tree, overrides)
     return from_dict(RunCfg, tree)
@@ -575,11 +661,9 @@ def read_source(source: str | Path, depth: int = 0) -> dict:
     else:
         entry = _preset_dir() / f"{source}.toml"
         if not entry.is_file():
-            import difflib
             names = list(list_presets())
-            close = difflib.get_close_matches(str(source), names, n=3)
-            hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
-            raise ConfigError(f"preset {str(source)!r} is neither a preset nor a file{hint}; presets: {', '.join(names)}")
+            raise ConfigError(f"preset {str(source)!r} is neither a preset nor a file{suggest(source, names)}; "
+                              f"presets: {', '.join(names)}")
         text = entry.read_text()
     try:
         tree = tomllib.loads(text)

@@ -1,16 +1,17 @@
 """The standard grokking figure: accuracy (top) and loss (bottom) against step on a log axis,
 train red and validation green, the 99 % thresholds and phase boundaries marked; optionally a
-third panel with the parameter norm (Omnigrok's view of grokking as the norm falls)."""
+third panel with the parameter norm (Omnigrok's view of grokking as the norm falls).
+
+Figures are bare :class:`matplotlib.figure.Figure` objects, rendered on save by the backend the
+file's suffix picks, never through pyplot: importing this module leaves the matplotlib backend
+as it was (as `analysis/plots.py` does)."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import pandas as pd
+from matplotlib.figure import Figure
 
 TRAIN, VAL = "tab:red", "tab:green"
 
@@ -29,7 +30,8 @@ def grokking_figure(metrics: pd.DataFrame, *, title: str = "", thresholds: dict 
         The matplotlib Figure.
     """
     df = metrics[metrics["step"] > 0]  # a log axis has no 0
-    fig, axes = plt.subplots(3 if norm else 2, 1, figsize=(7, 8 if norm else 6), sharex=True)
+    fig = Figure(figsize=(7, 8 if norm else 6))
+    axes = fig.subplots(3 if norm else 2, 1, sharex=True)
     ax_acc, ax_loss = axes[:2]
     ax_acc.plot(df["step"], df["train_acc"], color=TRAIN, label="train")
     ax_acc.plot(df["step"], df["val_acc"], color=VAL, label="validation")
@@ -65,7 +67,6 @@ def grokking_figure(metrics: pd.DataFrame, *, title: str = "", thresholds: dict 
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=120)
-        plt.close(fig)
     return fig
 
 

@@ -30,6 +30,7 @@ import pandas as pd
 
 SCHEMA_VERSION = 2  # 2: owner_host, owner_pid, owner_start, heartbeat (who runs a `running` row)
 STATUSES = ("running", "finished", "diverged", "stopped", "failed")
+TERMINAL = ("finished", "diverged")  # complete: a sweep skips these, analyses read them; the rest resume
 STALE_S = 600.0  # a `running` row on another host without a heartbeat for this long counts as lost
 LOCK_TIMEOUT_S = 120.0  # how long a writer waits for another's transaction before giving up
 

@@ -1,14 +1,13 @@
 """Figures of the mechanism protocols: mixture model (fig. 5), model efficiency (fig. 6), Fourier
-spectrum and progress measures (Nanda et al.). Plain data in (DataFrames, lists), a file out."""
+spectrum and progress measures (Nanda et al.). Plain data in (DataFrames, lists), a file out.
+Bare :class:`matplotlib.figure.Figure` objects, never pyplot: importing this module leaves the
+matplotlib backend as it was."""
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import pandas as pd
+from matplotlib.figure import Figure
 
 TRAIN, VAL = "tab:red", "tab:green"
 MEM, GEN = "tab:orange", "tab:blue"
@@ -18,7 +17,6 @@ def _save(fig, path: str | Path | None):
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=100)
-        plt.close(fig)
     return fig
 
 
@@ -28,7 +26,8 @@ def plot_mixture(metrics: pd.DataFrame, *, title: str = "", path: str | Path | N
     The step axis is symlog (linear below 1) so step 0 shows: with the protocol's SGD the first
     update already moves w_mem most of the way, and a log axis would hide where it started."""
     df = metrics
-    fig, (ax_acc, ax_loss, ax_w) = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig = Figure(figsize=(13, 3.6))
+    ax_acc, ax_loss, ax_w = fig.subplots(1, 3)
     for ax, key in ((ax_acc, "acc"), (ax_loss, "loss")):
         ax.plot(df["step"], df[f"train_{key}"], color=TRAIN, label="train")
         ax.plot(df["step"], df[f"val_{key}"], color=VAL, label="validation")
@@ -51,7 +50,8 @@ def plot_mixture(metrics: pd.DataFrame, *, title: str = "", path: str | Path | N
 def plot_efficiency(points: pd.DataFrame, *, title: str = "", path: str | Path | None = None):
     """Parameter norm and mean correct-class logit of C_mem and C_gen against training-set size.
     Hollow markers: runs that never reached the loss target (read at their last evaluation)."""
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig = Figure(figsize=(13, 3.6))
+    axes = fig.subplots(1, 3)
     for kind, color in (("C_mem", MEM), ("C_gen", GEN)):
         d = points[points["kind"] == kind].sort_values("n_train")
         for ax, col in zip(axes, ("param_norm", "correct_logit", "efficiency")):
@@ -74,7 +74,8 @@ def plot_fourier(spectrum: list[float], keys: list[int], progress: pd.DataFrame,
                  path: str | Path | None = None):
     """Left: the final embedding norm per frequency, key frequencies marked. Middle: train/val loss,
     restricted and excluded loss against step. Right: Gini of the spectrum and total weight norm."""
-    fig, (ax_s, ax_l, ax_g) = plt.subplots(1, 3, figsize=(14, 3.8))
+    fig = Figure(figsize=(14, 3.8))
+    ax_s, ax_l, ax_g = fig.subplots(1, 3)
     ks = list(range(len(spectrum)))
     ax_s.bar(ks, spectrum, color=["tab:purple" if k in keys else "0.6" for k in ks])
     ax_s.set_xlabel("frequency k")

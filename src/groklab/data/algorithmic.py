@@ -12,8 +12,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..config import DataCfg
-from ..registry import Registry
+from ..config import DataCfg, fail, is_prime
+from ..registry import ConfigError, Registry
 from .tasks import TASKS, TaskData, fraction_split
 
 
@@ -58,6 +58,14 @@ def _names(p: int) -> tuple[str, ...]:
 class ModularTask:
     inputs = "tokens"
 
+    @staticmethod
+    def validate(run_cfg) -> None:
+        d = run_cfg.data
+        if OPS.get(d.op).needs_prime and not is_prime(d.p):
+            fail("data.p", d.p, f"must be prime for data.op={d.op!r} (division needs inverses)")
+        if d.fmt == "seq" and d.op != "x+y":
+            fail("data.fmt", d.fmt, "(the RNN/LSTM study's `<sos> x + y mod =`) is defined for data.op='x+y' only")
+
     def build(self, cfg: DataCfg) -> TaskData:
         p, op = cfg.p, OPS.get(cfg.op)
         ys = np.arange(1 if op.nonzero_y else 0, p)
@@ -86,7 +94,6 @@ class KwiseTask:
     def build(self, cfg: DataCfg) -> TaskData:
         p, k = cfg.p, cfg.k
         if p ** k > 5_000_000:
-            from ..registry import ConfigError
             raise ConfigError(f"data.p={p} with data.k={k} gives {p ** k} examples; keep p**k <= 5e6")
         grids = np.meshgrid(*[np.arange(p)] * k, indexing="ij")
         xs = [g.ravel().astype(np.int64) for g in grids]

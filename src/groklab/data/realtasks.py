@@ -42,7 +42,6 @@ def _load(fn, *args, **kw):
 @TASKS.register("mnist", doc="MNIST digits: a seeded training subset (default 1 000); validation: the test images")
 class MnistTask:
     inputs = "features"
-    split_dependent = False
 
     def build(self, cfg: DataCfg) -> TaskData:
         from .real import load_mnist
@@ -63,7 +62,7 @@ class MnistTask:
 class WineTask:
     inputs = "features"
     # Standardization uses the training rows, so ensemble members must share the split.
-    split_dependent = True
+    shared_fields = ("data.split_seed",)
 
     def build(self, cfg: DataCfg) -> TaskData:
         from .real import load_wine, quality_classes, standardize

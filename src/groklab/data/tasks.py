@@ -7,12 +7,12 @@ and a seeded train/validation split from its own generator (never the init seed)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Literal, Protocol
+from typing import Literal, Protocol
 
 import torch
 
 from ..config import DataCfg
-from ..registry import Registry
+from ..registry import TASKS  # noqa: F401  (re-exported: tasks register here)
 
 
 @dataclass(frozen=True)
@@ -42,14 +42,18 @@ class TaskData:
 
 
 class Task(Protocol):
-    inputs: str
+    """What a registered task provides (`@TASKS.register(name)` on a class; docs/extending.md).
+
+    Optional: `validate(run_cfg)` (a staticmethod raising ConfigError: rules that need the task,
+    run at config validation) and `shared_fields` (member fields that ensemble members of this
+    task must share, e.g. ``("data.split_seed",)`` when preprocessing reads the training rows).
+    """
+
+    inputs: str  # "tokens" or "features": which models can take it (`MemberModel.accepts`)
 
     def build(self, cfg: DataCfg) -> TaskData: ...
 
     def split(self, cfg: DataCfg, data: TaskData) -> tuple[torch.Tensor, torch.Tensor]: ...
-
-
-TASKS: Registry[Task] = Registry("task", "data.task")
 
 
 def fraction_split(n: int, frac: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,5 +82,3 @@ def noisy_labels(y: torch.Tensor, train_idx: torch.Tensor, frac: float, n_classe
     out[which] = torch.randint(0, n_classes, (n_noisy,), generator=gen)
     return out
 
-
-Builder = Callable[[DataCfg], TaskData]

@@ -8,18 +8,22 @@ from torch import nn
 
 from ..config import ModelCfg
 from ..data.tasks import TaskData
-from ..registry import Registry
+from ..registry import MODELS  # noqa: F401  (re-exported: models register here)
 from .layers import OUTPUTS, DropoutStream, Gens, MDropout
 
 
 class MemberModel(nn.Module):
     """Base of all models: N members, forward (N, B, ...) → outputs (N, B, n_out).
 
-    Subclasses build their layers in __init__ and implement `features`; `accepts` names the
-    input kinds (`tokens`, `features`) the model can take, checked at config validation.
+    Subclasses build their layers in __init__ and implement `logits`; `accepts` names the
+    input kinds (`tokens`, `features`) the model can take, checked at config validation. A
+    subclass may define `validate(run_cfg)` (a staticmethod raising ConfigError), which config
+    validation calls: the place for rules only this architecture has. Every module that owns
+    parameters directly needs `reset(gens)`, which draws member i's values from gens[i].
     """
 
     accepts: ClassVar[tuple[str, ...]] = ("tokens",)
+    width_field: ClassVar[str] = "d_hidden"  # ModelCfg field of the widest hidden layer (memory estimate)
     embedding_prefixes: ClassVar[tuple[str, ...]] = ("embed.", "pos.")
 
     def __init__(self, cfg: ModelCfg, task: TaskData, n_members: int):
@@ -33,6 +37,9 @@ class MemberModel(nn.Module):
         for module in self.modules():
             if module is not self and hasattr(module, "reset"):
                 module.reset(gens)
+            elif module is not self and any(True for _ in module.parameters(recurse=False)):
+                raise TypeError(f"{type(module).__name__} owns parameters but has no reset(gens): its weights "
+                                "would keep torch.empty values; give it a reset that fills them from gens")
         with torch.no_grad():
             norm_params = {id(p) for m in self.modules() if getattr(m, "is_norm", False) for p in m.parameters()}
             for p in self.parameters():
@@ -67,5 +74,3 @@ class MemberModel(nn.Module):
                 emb += k
         return {"params": total, "params_non_embedding": total - emb}
 
-
-MODELS: Registry[type[MemberModel]] = Registry("model", "model.name")

@@ -6,6 +6,7 @@ from torch import nn
 
 from ..config import ModelCfg
 from ..data.tasks import TaskData
+from ..registry import ConfigError
 from .base import MODELS, MemberModel
 from .layers import ACTIVATIONS, HookPoint, MDropout, MEmbedding, MLinear
 
@@ -13,6 +14,12 @@ from .layers import ACTIVATIONS, HookPoint, MDropout, MEmbedding, MLinear
 @MODELS.register("mlp", doc="MLP on concatenated operand embeddings or on features")
 class MLP(MemberModel):
     accepts = ("tokens", "features")
+
+    @staticmethod
+    def validate(run_cfg) -> None:
+        if run_cfg.data.fmt != "op":
+            raise ConfigError(f"data.fmt={run_cfg.data.fmt!r} is a sequence format; model.name='mlp' takes the "
+                              "operands concatenated and needs data.fmt='op'")
 
     def __init__(self, cfg: ModelCfg, task: TaskData, n_members: int):
         super().__init__(cfg, task, n_members)

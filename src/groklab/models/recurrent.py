@@ -163,6 +163,11 @@ class _Recurrent(MemberModel):
         self.hook_embed = HookPoint()
         self.hook_hidden = HookPoint()
 
+    @classmethod
+    def validate(cls, run_cfg) -> None:
+        """Config-boundary check (config validation calls it): settings this architecture cannot honour."""
+        cls.check_config(run_cfg.model)
+
     @staticmethod
     def check_config(cfg: ModelCfg) -> None:
         """Raise ConfigError for settings this architecture cannot honour."""

@@ -11,6 +11,7 @@ from torch import nn
 
 from ..config import ModelCfg
 from ..data.tasks import TaskData
+from ..registry import ConfigError
 from .base import MODELS, MemberModel
 from .layers import (ACTIVATIONS, HookPoint, MDropout, MEmbedding, MLayerNorm, MLinear, MPositional,
                      MSinusoidal)
@@ -109,6 +110,13 @@ class Block(nn.Module):
 @MODELS.register("transformer", doc="decoder-only Transformer, answer read at the last position")
 class Transformer(MemberModel):
     accepts = ("tokens",)
+    width_field = "d_mlp"  # the widest hidden layer, for the sweep planner's memory estimate
+
+    @staticmethod
+    def validate(run_cfg) -> None:
+        m = run_cfg.model
+        if m.d_model % m.n_heads:
+            raise ConfigError(f"model.d_model={m.d_model} must be divisible by model.n_heads={m.n_heads}")
 
     def __init__(self, cfg: ModelCfg, task: TaskData, n_members: int):
         super().__init__(cfg, task, n_members)

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from ..store import Store
+from ..train.checkpoint import atomic_write
 
 SNAPSHOT_RE = re.compile(r"step-(\d+)\.safetensors$")
 
@@ -53,10 +54,8 @@ class SnapshotHook:
         self._pending = [t for t in self._pending if t > step]
         tensors = {name: p.detach().cpu().contiguous() for name, p in state.model.named_parameters()}
         path = snapshot_dir(self.store, state.group) / f"step-{step:08d}.safetensors"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        save_file(tensors, str(tmp), metadata={"step": str(step), "format": "groklab-snapshot-1"})
-        tmp.replace(path)
+        atomic_write(path, save(tensors, metadata={"step": str(step), "format": "groklab-snapshot-1"}),
+                     what="snapshot")
 
 
 def list_snapshots(store: Store, group: str) -> list[tuple[int, Path]]:

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 
 from ..analysis import GrokMetrics, grokking_metrics
+from ..config import flatten
 from ..registry import ConfigError
 from ..store import Store
-from ..sweep.plan import _flat as flatten
 from ..sweep.table import varying_fields
 
 __all__ = ["CURVE_KEYS", "RunView", "collect_runs", "curves", "differing_fields", "flatten", "histories",

@@ -9,19 +9,19 @@ import numpy as np
 import pandas as pd
 
 from ..analysis import PHASES, critical_fraction, data_efficiency, phase_diagram
+from ..store import TERMINAL
 from .data import RunView
 from .markup import label
 
 # matplotlib's tab10 colours, as in the PNG figures (analysis.plots.PHASE_COLORS)
 PHASE_HEX = {"comprehension": "#1f77b4", "grokking": "#2ca02c", "memorization": "#ff7f0e", "confusion": "#7f7f7f"}
-COMPLETE = ("finished", "diverged")
 FRACTION = "data.frac_train"
 
 
 def sweep_table(views: Sequence[RunView], fields: Sequence[str]) -> pd.DataFrame:
     """The analyses' runs table from report views: completed runs with metrics only."""
     rows = [{"run_id": v.run_id, "name": v.name, **{f: v.config.get(f) for f in fields}, **v.metrics.as_dict()}
-            for v in views if v.status in COMPLETE and v.metrics is not None]
+            for v in views if v.status in TERMINAL and v.metrics is not None]
     return pd.DataFrame(rows)
 
 

@@ -17,14 +17,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from .backends import GroupOutcome, execute, record_result
+from .backends import BACKENDS, Executor, GroupOutcome, Job, execute, record_result
 from .plan import Group, Plan, Resources, local_resources, pack_groups, plan_sweep, run_key
 from .spec import SweepSpec, expand, list_sweep_presets, load_spec, parse_grid
 from .table import runs_table
 
 __all__ = ["SweepSpec", "load_spec", "parse_grid", "expand", "list_sweep_presets", "Plan", "Group", "Resources",
            "plan_sweep", "pack_groups", "run_key", "local_resources", "execute", "record_result", "GroupOutcome",
-           "runs_table", "run_sweep", "SweepReport"]
+           "runs_table", "run_sweep", "SweepReport", "BACKENDS", "Executor", "Job"]
 
 
 @dataclass

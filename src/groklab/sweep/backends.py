@@ -1,9 +1,12 @@
-"""Backends execute a plan's groups: `local` (process pool on this machine) or `ray` (a cluster).
+"""Backends execute a plan's groups behind one interface: an :class:`Executor` takes a group
+(`submit(group) -> Job`) and reports outcomes as groups finish (`completed(jobs)`); `stop()` is
+Ctrl-C. :data:`BACKENDS` names them (`--backend`).
 
-- **local** (default): a `ProcessPoolExecutor` (spawn) with one worker per core (per GPU on a
-  GPU), each worker on one torch thread. Every worker opens the store itself and trains with it
-  (SQLite WAL serializes the writers), so an interrupted group keeps its checkpoint and resumes.
-  With one worker the groups run in this process (no pool: tests, debugging, a single GPU).
+- **local** (default): with several workers, a `ProcessPoolExecutor` (spawn) with one worker per
+  core (per GPU on a GPU), each worker on one torch thread. Every worker opens the store itself
+  and trains with it (SQLite WAL serializes the writers), so an interrupted group keeps its
+  checkpoint and resumes. With one worker the groups run in this process (no pool: tests,
+  debugging, a single GPU).
 - **ray**: each group is a Ray task declaring `num_cpus` / `num_gpus`. The driver creates the
   group's rows before submitting it, so every attempt of the task trains the same group and a
   retry (worker lost, node preempted, exception) resumes from the group's last checkpoint instead
@@ -23,16 +26,17 @@ import os
 import signal
 import time
 import traceback
-import uuid
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterator, Sequence
 
-from ..config import RunCfg, config_json
+from ..config import RunCfg
+from ..registry import Registry
+from ..store import TERMINAL
 from .plan import Group, Plan
 
-__all__ = ["GroupOutcome", "run_local", "run_ray", "record_result", "execute"]
+__all__ = ["GroupOutcome", "Job", "Executor", "BACKENDS", "record_result", "execute"]
 
 STOP_GRACE_S = 30.0  # how long stopping workers may take to write their `stopped` rows
 
@@ -51,75 +55,111 @@ class GroupOutcome:
 
     @property
     def ok(self) -> bool:
-        return self.error is None and all(s in ("finished", "diverged") for s in self.statuses)
+        return self.error is None and all(s in TERMINAL for s in self.statuses)
 
 
 OnDone = Callable[[GroupOutcome], None]
 
 
-# ---------------------------------------------------------------- local backend
+@dataclass
+class Job:
+    """A submitted group: `handle` is the backend's own (a future, a Ray object ref, or None for
+    a group that runs when `completed` reaches it)."""
 
-_STOP = False   # set in a worker by SIGTERM: finish the current group as `stopped`, start no more
-_BUSY = False
-
-
-def _on_sigterm(signum, frame) -> None:
-    global _STOP
-    _STOP = True
-    if _BUSY:
-        raise KeyboardInterrupt  # the engine marks its runs `stopped`, checkpoint intact
+    group: Group
+    handle: Any = None
+    started: float = field(default_factory=time.perf_counter)
 
 
-def _init_worker(devices) -> None:
-    """Pool worker start-up: one thread, Ctrl-C left to the driver, SIGTERM = stop, own GPU."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    os.environ["OMP_NUM_THREADS"] = "1"
-    import torch
-    torch.set_num_threads(1)
-    if devices is not None:
-        os.environ["GROKLAB_SWEEP_DEVICE"] = f"cuda:{devices.get()}"
+class Executor:
+    """Runs groups: `submit` each, then iterate `completed` for their outcomes as they finish.
+    `stop` (on Ctrl-C) cancels what has not started and stops what runs; `close` releases the
+    backend. Use as a context manager."""
+
+    def submit(self, group: Group) -> Job:
+        raise NotImplementedError
+
+    def completed(self, jobs: Sequence[Job]) -> Iterator[GroupOutcome]:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Cancel pending groups and stop running ones, leaving them resumable."""
+
+    def close(self) -> None:
+        """Release workers and connections."""
+
+    def __enter__(self) -> "Executor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
-def _train_group(root: str, sweep: str, group: Group, in_worker: bool = True) -> dict:
-    """Train one group into the store at `root` (runs in a pool worker or in-process)."""
-    global _BUSY
+BACKENDS: Registry[Callable[..., Executor]] = Registry("backend", "--backend")
+"""Backend name → `factory(plan, store, **options) -> Executor` (options: address, max_retries, storage)."""
+
+
+def execute(plan: Plan, store, backend: str = "local", on_done: OnDone = lambda o: None,
+            address: str | None = None, max_retries: int = 2, storage: str | Path | None = None
+            ) -> list[GroupOutcome]:
+    """Run a plan's groups on `backend` (a name in :data:`BACKENDS`); one outcome per group."""
+    if not plan.groups:
+        return []
+    factory = BACKENDS.get(backend)
+    outcomes: list[GroupOutcome] = []
+    with factory(plan, store, address=address, max_retries=max_retries, storage=storage) as executor:
+        try:
+            jobs = [executor.submit(g) for g in plan.groups]
+            for outcome in executor.completed(jobs):
+                outcomes.append(outcome)
+                on_done(outcome)
+        except KeyboardInterrupt:
+            executor.stop()
+            raise
+    return outcomes
+
+
+# ---------------------------------------------------------------- one group, in any process
+
+def _train_group(root: str, sweep: str, group: Group, device: str | None = None,
+                 worker: "_Worker | None" = None) -> dict:
+    """Train one group into the store at `root` (in a pool worker, or in this process when
+    `worker` is None); a failure is stored against the group's rows and returned."""
     from ..store import Store
-    from ..train import train
-    from ..train.engine import environment
+    from ..train import engine, train  # looked up at call time: tests replace `groklab.train.train`
 
-    if _STOP:
+    if worker is not None and worker.stopping:
         return {"error": "cancelled", "stopped": True}
     t0 = time.perf_counter()
     cfgs = list(group.cfgs)
-    device = os.environ.get("GROKLAB_SWEEP_DEVICE") if in_worker else None
     if device:
         cfgs = [replace(c, train=replace(c.train, device=device)) for c in cfgs]
     store = Store(root)
     gid = group.group_id
     if gid is None:  # create the rows here, so a failure can be recorded against them
-        gid = uuid.uuid4().hex[:12]
-        store.create_runs([config_json(c) for c in cfgs], [c.name for c in cfgs], gid, environment(), sweep)
-    _BUSY = True
+        gid, _ = engine.create_group(store, cfgs, sweep)
     try:
-        if _STOP:  # told to stop while the rows were being created: leave them resumable
-            raise KeyboardInterrupt
-        results = train(cfgs, store=store, progress=False, sweep=sweep, group=gid)
+        with worker.busy() if worker is not None else _nothing():
+            results = train(cfgs, store=store, progress=False, sweep=sweep, group=gid)
     except KeyboardInterrupt:
-        if not in_worker:
+        if worker is None:
             raise
         return {"group_id": gid, "error": "stopped", "stopped": True}
     except Exception as e:  # recorded and reported; the next run of the sweep retries it
         err = "".join(traceback.format_exception_only(type(e), e)).strip()
         rows = store.group(gid)
         store.update_runs({r["id"]: ("failed", {**r["summary"], "error": err}) for r in rows
-                           if r["status"] not in ("finished", "diverged")})
+                           if r["status"] not in TERMINAL})
         return {"group_id": gid, "error": err}
     finally:
-        _BUSY = False
         store.close()
     return {"group_id": gid, "run_ids": [r.run_id for r in results], "statuses": [r.status for r in results],
             "summaries": [r.summary for r in results], "seconds": time.perf_counter() - t0}
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
 
 
 def _outcome(group: Group, out: dict) -> GroupOutcome:
@@ -127,67 +167,149 @@ def _outcome(group: Group, out: dict) -> GroupOutcome:
                         out.get("summaries", []), out.get("error"), seconds=out.get("seconds", 0.0))
 
 
-def run_local(plan: Plan, root: str | Path, on_done: OnDone = lambda o: None) -> list[GroupOutcome]:
-    """Execute the plan on this machine (see the module docstring)."""
-    root = str(root)
-    if plan.workers <= 1:
-        outcomes = []
-        for g in plan.groups:
-            outcomes.append(_outcome(g, _train_group(root, plan.sweep, g, in_worker=False)))
-            on_done(outcomes[-1])
-        return outcomes
+# ---------------------------------------------------------------- local backend
 
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+class InProcessExecutor(Executor):
+    """Groups trained one after another in this process, each when `completed` reaches it; Ctrl-C
+    interrupts the group in training (the engine marks its runs `stopped`)."""
 
-    ctx = mp.get_context("spawn")
-    devices = None
-    if plan.resources.kind == "gpu":  # each worker claims one GPU for its lifetime
-        devices = ctx.Queue()
-        for i in range(plan.workers):
-            devices.put(i % max(1, plan.resources.gpus))
-    pool = ProcessPoolExecutor(max_workers=plan.workers, mp_context=ctx, initializer=_init_worker,
-                               initargs=(devices,))
-    futures = {}
-    outcomes: list[GroupOutcome] = []
-    try:
-        futures = {pool.submit(_train_group, root, plan.sweep, g): g for g in plan.groups}
-        for fut in as_completed(futures):
-            outcomes.append(_collect(futures[fut], fut))
-            on_done(outcomes[-1])
-    except KeyboardInterrupt:
-        _stop_pool(pool, futures)
-        raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-    return outcomes
+    def __init__(self, plan: Plan, store, **_):
+        self.root, self.sweep = str(store.paths.root), plan.sweep
+
+    def submit(self, group: Group) -> Job:
+        return Job(group)
+
+    def completed(self, jobs: Sequence[Job]) -> Iterator[GroupOutcome]:
+        for job in jobs:
+            yield _outcome(job.group, _train_group(self.root, self.sweep, job.group))
 
 
-def _collect(group: Group, fut) -> GroupOutcome:
-    try:
-        return _outcome(group, fut.result())
-    except Exception as e:  # the worker process died (killed, out of memory): rows stay resumable
-        return GroupOutcome(group, group.group_id, error=f"worker died: {type(e).__name__}: {e}")
+class _Worker:
+    """A pool worker process: its GPU, and SIGTERM as "stop" — between groups it starts no more,
+    inside a group it interrupts training (rows `stopped`, checkpoint intact). The object is the
+    process's SIGTERM handler (signal handlers are per process), which is how a task finds it."""
+
+    def __init__(self, device: str | None):
+        self.device, self.stopping, self._busy = device, False, False
+
+    def on_sigterm(self, signum, frame) -> None:
+        self.stopping = True
+        if self._busy:
+            raise KeyboardInterrupt  # the engine marks its runs `stopped`, checkpoint intact
+
+    @contextmanager
+    def busy(self) -> Iterator[None]:
+        self._busy = True  # from here SIGTERM interrupts
+        try:
+            if self.stopping:  # told to stop while the rows were being created: leave them resumable
+                raise KeyboardInterrupt
+            yield
+        finally:
+            self._busy = False
+
+    @classmethod
+    def current(cls) -> "_Worker":
+        handler = signal.getsignal(signal.SIGTERM)
+        return handler.__self__  # installed by _init_worker
 
 
-def _stop_pool(pool, futures: dict) -> None:
-    """Cancel queued groups, ask running workers to stop (SIGTERM), kill those that hang."""
-    for fut in futures:
-        fut.cancel()
-    procs = list(getattr(pool, "_processes", {}).values())  # the executor's own worker handles
-    for p in procs:
-        if p.is_alive():
-            p.terminate()  # SIGTERM → KeyboardInterrupt inside train → rows marked `stopped`
-    deadline = time.monotonic() + STOP_GRACE_S
-    for fut in futures:
-        if not fut.cancelled():
+def _init_worker(devices, pids) -> None:
+    """Pool worker start-up: one thread, Ctrl-C left to the driver, SIGTERM = stop, own GPU; tell
+    the driver this process's id (so it can stop it)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+    torch.set_num_threads(1)
+    worker = _Worker(f"cuda:{devices.get()}" if devices is not None else None)
+    signal.signal(signal.SIGTERM, worker.on_sigterm)
+    pids.put(os.getpid())
+
+
+def _pool_task(root: str, sweep: str, group: Group) -> dict:
+    worker = _Worker.current()
+    return _train_group(root, sweep, group, worker.device, worker)
+
+
+class PoolExecutor(Executor):
+    """Groups on a pool of `plan.workers` spawned processes (see the module docstring)."""
+
+    def __init__(self, plan: Plan, store, **_):
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.root, self.sweep = str(store.paths.root), plan.sweep
+        ctx = mp.get_context("spawn")
+        devices = None
+        if plan.resources.kind == "gpu":  # each worker claims one GPU for its lifetime
+            devices = ctx.Queue()
+            for i in range(plan.workers):
+                devices.put(i % max(1, plan.resources.gpus))
+        self._pids_queue, self._pids = ctx.Queue(), set()
+        self.pool = ProcessPoolExecutor(max_workers=plan.workers, mp_context=ctx, initializer=_init_worker,
+                                        initargs=(devices, self._pids_queue))
+        self.futures: list = []
+
+    def submit(self, group: Group) -> Job:
+        job = Job(group, self.pool.submit(_pool_task, self.root, self.sweep, group))
+        self.futures.append(job.handle)
+        return job
+
+    def completed(self, jobs: Sequence[Job]) -> Iterator[GroupOutcome]:
+        from concurrent.futures import as_completed
+
+        by_future = {job.handle: job for job in jobs}
+        for fut in as_completed(by_future):
+            yield self._collect(by_future[fut].group, fut)
+
+    @staticmethod
+    def _collect(group: Group, fut) -> GroupOutcome:
+        try:
+            return _outcome(group, fut.result())
+        except Exception as e:  # the worker process died (killed, out of memory): rows stay resumable
+            return GroupOutcome(group, group.group_id, error=f"worker died: {type(e).__name__}: {e}")
+
+    def _workers(self) -> set[int]:
+        """The process ids the workers reported so far."""
+        import queue
+        while True:
             try:
-                fut.result(timeout=max(0.1, deadline - time.monotonic()))
-            except BaseException:  # noqa: BLE001 - any end is fine here: we are stopping
-                pass
-    for p in procs:
-        if p.is_alive():
-            p.kill()
+                self._pids.add(self._pids_queue.get_nowait())
+            except queue.Empty:
+                return self._pids
+
+    def stop(self) -> None:
+        """Cancel queued groups, ask the workers to stop (SIGTERM), kill those that hang."""
+        from concurrent.futures import wait
+
+        for fut in self.futures:
+            fut.cancel()
+        told: set[int] = set()
+        deadline = time.monotonic() + STOP_GRACE_S
+        while True:  # a worker still starting reports its id late: tell it too
+            new = self._workers() - told
+            _signal_all(new, signal.SIGTERM)  # → KeyboardInterrupt inside train → rows marked `stopped`
+            told |= new
+            running = [f for f in self.futures if not f.done()]
+            if not running or time.monotonic() > deadline:
+                break
+            wait(running, timeout=0.2)
+        _signal_all(told, signal.SIGKILL)  # done with them (or they hang); the pool reaps them on shutdown
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _signal_all(pids: set[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):  # already gone
+            pass
+
+
+@BACKENDS.register("local", doc="this machine: a process pool, or this process with one worker")
+def local_executor(plan: Plan, store, **options) -> Executor:
+    return PoolExecutor(plan, store) if plan.workers > 1 else InProcessExecutor(plan, store)
 
 
 # ---------------------------------------------------------------- writing results (Ray driver)
@@ -207,7 +329,7 @@ def record_result(store, results, *, sweep: str | None = None, group: str | None
     Returns:
         The run ids, in member order.
     """
-    from ..train.engine import environment
+    from ..train.engine import create_group
 
     results = list(results)
     if group is not None and store.group(group):
@@ -216,9 +338,7 @@ def record_result(store, results, *, sweep: str | None = None, group: str | None
             raise ValueError(f"group {group} has {len(ids)} runs but {len(results)} results were given")
         store.truncate_metrics(ids, -1)
     else:
-        group = group or uuid.uuid4().hex[:12]
-        ids = store.create_runs([config_json(r.config) for r in results], [r.config.name for r in results], group,
-                                env or environment(), sweep)
+        group, ids = create_group(store, [r.config for r in results], sweep, env, group)
     rows = []
     for run_id, res in zip(ids, results):
         for rec in res.metrics.to_dict("records"):
@@ -241,10 +361,8 @@ def _record_failure(store, sweep: str, group: Group, error: str) -> tuple[str, l
         rows = store.group(group.group_id)
         store.update_runs({r["id"]: ("failed", {"error": error}) for r in rows})
         return group.group_id, [r["id"] for r in rows]
-    from ..train.engine import environment
-    gid = uuid.uuid4().hex[:12]
-    ids = store.create_runs([config_json(c) for c in group.cfgs], [c.name for c in group.cfgs], gid,
-                            environment(), sweep)
+    from ..train.engine import create_group
+    gid, ids = create_group(store, group.cfgs, sweep)
     store.update_runs({i: ("failed", {"error": error}) for i in ids})
     return gid, ids
 
@@ -259,7 +377,7 @@ def _ray_train(root: str | None, sweep: str, cfgs: list[RunCfg], gid: str, copy_
 
     from ..store import Store
     from ..train import train
-    from ..train.engine import environment
+    from ..train.engine import create_group, environment
 
     try:  # SIGTERM (Ray stopping the worker, a preempted node) stops like Ctrl-C: rows `stopped`
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -269,7 +387,7 @@ def _ray_train(root: str | None, sweep: str, cfgs: list[RunCfg], gid: str, copy_
     st = Store(tmp.name if tmp else root)
     try:
         if not st.group(gid):
-            st.create_runs([config_json(c) for c in cfgs], [c.name for c in cfgs], gid, environment(), sweep)
+            create_group(st, cfgs, sweep, group=gid)
         results = train(cfgs, store=st, progress=False, sweep=sweep, group=gid)
         out = {"runs": [{"status": r.status, "summary": r.summary,
                          "metrics": r.metrics.to_dict("records") if copy_back else []} for r in results],
@@ -303,14 +421,6 @@ def _ray_root(store, storage: str | Path | None, local: bool, gid: str) -> tuple
     if local:
         return str(store.paths.root.resolve()), False
     return None, True
-
-
-def _new_rows(store, sweep: str, group: Group) -> str:
-    """Create a new group's rows in the driver's store (status running); return its id."""
-    from ..train.engine import environment
-    gid = uuid.uuid4().hex[:12]
-    store.create_runs([config_json(c) for c in group.cfgs], [c.name for c in group.cfgs], gid, environment(), sweep)
-    return gid
 
 
 def _ray_gpu_free() -> int:
@@ -349,80 +459,74 @@ def ray_session(address: str | None = None):
         ray.shutdown()
 
 
-def run_ray(plan: Plan, store, on_done: OnDone = lambda o: None, address: str | None = None,
-            max_retries: int = 2, storage: str | Path | None = None) -> list[GroupOutcome]:
-    """Execute the plan as Ray tasks; every result reaches `store` (see the module docstring).
+@BACKENDS.register("ray", doc="a Ray cluster: one task per group, retried from its checkpoint")
+class RayExecutor(Executor):
+    """Groups as Ray tasks; every result reaches `store` (see the module docstring).
 
     Uses the running Ray instance if there is one, else connects to `address` (None starts a
-    local instance, shut down afterwards). `storage`: a directory every node sees, where tasks
+    local instance, shut down on `close`). `storage`: a directory every node sees, where tasks
     keep each group's store and checkpoints while they run (default: the driver's store when the
     cluster runs on this host).
     """
-    with ray_session(address) as ray:
-        return _run_ray(ray, plan, store, on_done, max_retries, storage)
 
+    def __init__(self, plan: Plan, store, address: str | None = None, max_retries: int = 2,
+                 storage: str | Path | None = None, **_):
+        self._session = ExitStack()
+        self.ray = self._session.enter_context(ray_session(address))
+        self.store, self.sweep, self.max_retries, self.storage = store, plan.sweep, max_retries, storage
+        self.gpu = plan.resources.kind == "gpu"
+        self.task = self.ray.remote(_ray_train)
+        self.local = storage is None and _ray_is_local(self.ray)
+        self.refs: list = []
 
-def _run_ray(ray, plan: Plan, store, on_done: OnDone, max_retries: int,
-             storage: str | Path | None = None) -> list[GroupOutcome]:
-    import pandas as pd
+    def submit(self, group: Group) -> Job:
+        if group.group_id is None:  # the driver makes the rows: every attempt trains the same group
+            from ..train.engine import create_group
+            group = replace(group, group_id=create_group(self.store, group.cfgs, self.sweep)[0])
+        root, copy_back = _ray_root(self.store, self.storage, self.local, group.group_id)
+        opts = dict(num_cpus=1, num_gpus=1 if self.gpu else 0, max_retries=self.max_retries, retry_exceptions=True)
+        ref = self.task.options(**opts).remote(root, self.sweep, list(group.cfgs), group.group_id, copy_back)
+        self.refs.append(ref)
+        return Job(group, (ref, copy_back))
 
-    from ..train.engine import RunResult
-
-    gpu = plan.resources.kind == "gpu"
-    task = ray.remote(_ray_train)
-    refs: dict = {}
-    outcomes: list[GroupOutcome] = []
-    local = storage is None and _ray_is_local(ray)
-    try:
-        for g in plan.groups:
-            g = g if g.group_id else replace(g, group_id=_new_rows(store, plan.sweep, g))
-            root, copy_back = _ray_root(store, storage, local, g.group_id)
-            opts = dict(num_cpus=1, num_gpus=1 if gpu else 0, max_retries=max_retries, retry_exceptions=True)
-            ref = task.options(**opts).remote(root, plan.sweep, list(g.cfgs), g.group_id, copy_back)
-            refs[ref] = (g, time.perf_counter(), copy_back)
-        pending = list(refs)
+    def completed(self, jobs: Sequence[Job]) -> Iterator[GroupOutcome]:
+        by_ref = {job.handle[0]: job for job in jobs}
+        pending = list(by_ref)
         while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
-            g, t0, copy_back = refs[ready[0]]
+            ready, pending = self.ray.wait(pending, num_returns=1)
+            job = by_ref[ready[0]]
+            outcome = self._outcome(job, ready[0])
+            outcome.seconds = time.perf_counter() - job.started
+            yield outcome
+
+    def _outcome(self, job: Job, ref) -> GroupOutcome:
+        import pandas as pd
+
+        from ..train.engine import RunResult
+
+        g, copy_back = job.group, job.handle[1]
+        try:
+            out = self.ray.get(ref)
+        except Exception as e:  # retries exhausted: report and store as failed
+            lines = str(e).strip().splitlines()
+            err = f"{type(e).__name__}: {lines[-1] if lines else ''} (after {self.max_retries + 1} attempt(s))"
+            gid, ids = _record_failure(self.store, self.sweep, g, err)
+            return GroupOutcome(g, gid, ids, ["failed"] * len(ids), error=err)
+        results = [RunResult(None, c, r["status"], r["summary"], pd.DataFrame(r["metrics"]))
+                   for c, r in zip(g.cfgs, out["runs"])]
+        if copy_back:
+            ids = record_result(self.store, results, sweep=self.sweep, group=g.group_id,
+                                checkpoint=out["checkpoint"], env=out["env"])
+        else:  # the task wrote the driver's store itself
+            ids = [r["id"] for r in self.store.group(g.group_id)]
+        return GroupOutcome(g, g.group_id, ids, [r.status for r in results], [r.summary for r in results])
+
+    def stop(self) -> None:
+        for ref in self.refs:
             try:
-                out = ray.get(ready[0])
-            except Exception as e:  # retries exhausted: report and store as failed
-                lines = str(e).strip().splitlines()
-                err = f"{type(e).__name__}: {lines[-1] if lines else ''} (after {max_retries + 1} attempt(s))"
-                gid, ids = _record_failure(store, plan.sweep, g, err)
-                outcome = GroupOutcome(g, gid, ids, ["failed"] * len(ids), error=err)
-            else:
-                results = [RunResult(None, c, r["status"], r["summary"], pd.DataFrame(r["metrics"]))
-                           for c, r in zip(g.cfgs, out["runs"])]
-                if copy_back:
-                    ids = record_result(store, results, sweep=plan.sweep, group=g.group_id,
-                                        checkpoint=out["checkpoint"], env=out["env"])
-                else:  # the task wrote the driver's store itself
-                    ids = [r["id"] for r in store.group(g.group_id)]
-                outcome = GroupOutcome(g, g.group_id, ids, [r.status for r in results], [r.summary for r in results])
-            outcome.seconds = time.perf_counter() - t0
-            outcomes.append(outcome)
-            on_done(outcome)
-    except KeyboardInterrupt:
-        for ref in refs:
-            try:
-                ray.cancel(ref, force=True)
+                self.ray.cancel(ref, force=True)
             except Exception:  # noqa: BLE001 - already finished
                 pass
-        raise
-    return outcomes
 
-
-def execute(plan: Plan, store, backend: str = "local", on_done: OnDone = lambda o: None,
-            address: str | None = None, max_retries: int = 2, storage: str | Path | None = None
-            ) -> list[GroupOutcome]:
-    """Run a plan's groups on `backend` ('local' or 'ray'); return one outcome per group."""
-    if not plan.groups:
-        return []
-    if backend == "local":
-        return run_local(plan, store.paths.root, on_done)
-    if backend == "ray":
-        return run_ray(plan, store, on_done, address=address, max_retries=max_retries, storage=storage)
-    from ..config import ConfigError
-    raise ConfigError(f"--backend={backend!r} must be one of 'local', 'ray'")
-
+    def close(self) -> None:
+        self._session.close()

@@ -14,7 +14,7 @@ import math
 import sys
 from typing import Any
 
-from ..config import ConfigError
+from ..config import ConfigError, parse_seeds
 
 
 def _clean(v: Any) -> Any:
@@ -50,7 +50,7 @@ def cmd_sweep(args) -> int:
         if value is not None and value < (0 if flag == "retries" else 1):
             raise ConfigError(f"--{flag}={value} must be at least {0 if flag == 'retries' else 1}")
     spec = load_spec(args.spec, grid=parse_grid(args.grid or []), overrides=args.set or [], name=args.name,
-                     seeds=_seeds(args.seeds), mode=args.mode)
+                     seeds=None if args.seeds is None else parse_seeds(args.seeds, "--seeds"), mode=args.mode)
     out = sys.stderr if args.json else sys.stdout
     state = {"done": 0, "total": 0}
 
@@ -98,15 +98,6 @@ def cmd_sweep(args) -> int:
         print(f"groklab: group {o.group_id or '?'} ({', '.join(c.name for c in o.group.cfgs)}): "
               f"{o.error or ', '.join(o.statuses)}", file=sys.stderr)
     return 1 if report.failed else 0
-
-
-def _seeds(text: str | None):
-    if text is None:
-        return None
-    try:
-        return [int(s) for s in text.split(",") if s.strip()] if "," in text else int(text)
-    except ValueError:
-        raise ConfigError(f"--seeds={text!r} must be a count N or a list a,b,c of integers") from None
 
 
 def _json_report(report) -> dict:
@@ -245,7 +236,8 @@ def register(add) -> None:
     sp.add_argument("--seeds", help="N (seeds 0..N-1) or a,b,c: crossed with every point")
     sp.add_argument("--mode", choices=("product", "zip"), help="combine axes as a product (default) or zipped")
     sp.add_argument("--name", help="sweep name (default: the spec's); re-running a name resumes it")
-    sp.add_argument("--backend", choices=("local", "ray"), default="local", help="where to run (default local)")
+    from .backends import BACKENDS
+    sp.add_argument("--backend", choices=BACKENDS.names(), default="local", help="where to run (default local)")
     sp.add_argument("--address", help="Ray cluster address ('auto' joins a running cluster; default: start one)")
     sp.add_argument("--workers", type=int, help="parallel workers (default: one per core; one per GPU)")
     sp.add_argument("--pack", type=int, help="max runs per vectorized ensemble (default: 1 on CPU; by memory on GPU)")

@@ -5,7 +5,7 @@ scales, init scale, Grokfast λ/α) can train as one vectorized ensemble; runs t
 anything else go to separate groups. How many members to pack comes from measurement:
 
 - **CPU**: pack 1 and one worker process per core with one thread each. Vectorized members were
-  measured *slower* than running them one after another on this CPU build (DESIGN.md), and two
+  measured *slower* than running them one after another on this CPU build (see the README's benchmark table), and two
   1-thread workers beat one 2-thread run.
 - **GPU**: one worker per GPU, packing as many members as fit in half its free memory, by a
   deliberately simple estimate (:func:`member_bytes`): 8 copies of the parameters and the
@@ -24,7 +24,8 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
-from ..config import MEMBER_FIELDS, ConfigError, RunCfg, from_dict, to_dict
+from ..config import ConfigError, RunCfg, ensemble_signature, flatten, from_dict
+from ..store import TERMINAL
 
 __all__ = ["Resources", "Group", "Plan", "plan_sweep", "pack_groups", "run_key", "member_bytes", "default_pack",
            "local_resources"]
@@ -32,31 +33,20 @@ __all__ = ["Resources", "Group", "Plan", "plan_sweep", "pack_groups", "run_key",
 # Fields that say how a run executes, not what it computes: never part of a run's identity.
 EXEC_FIELDS = frozenset({"name", "description", "train.threads", "train.device", "train.checkpoint_every",
                          "train.cuda_graphs", "train.compile"})
-DONE = ("finished", "diverged")          # terminal: a re-run skips these
 MAX_GPU_PACK = 256                        # beyond this, one group's evaluation dominates anyway
 GPU_BUDGET = 0.5                          # fraction of free GPU memory the estimate may fill
 
 
-def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[prefix + k] = v
-    return out
-
-
 def run_key(cfg: RunCfg) -> str:
     """Canonical JSON of what a run computes (EXEC_FIELDS dropped): equal keys = same run."""
-    flat = {k: v for k, v in _flat(to_dict(cfg)).items() if k not in EXEC_FIELDS}
+    flat = {k: v for k, v in flatten(cfg).items() if k not in EXEC_FIELDS}
     return json.dumps(flat, sort_keys=True)
 
 
 def pack_signature(cfg: RunCfg) -> str:
-    """Runs with equal signatures may share an ensemble (they differ only in MEMBER_FIELDS)."""
-    flat = {k: v for k, v in _flat(to_dict(cfg)).items() if k not in MEMBER_FIELDS and k not in EXEC_FIELDS}
-    return json.dumps(flat, sort_keys=True)
+    """Runs with equal signatures may share an ensemble (`config.ensemble_signature`, execution
+    fields aside: the planner gives every run of a group the same threads and device)."""
+    return json.dumps(ensemble_signature(cfg, ignore=EXEC_FIELDS), sort_keys=True)
 
 
 # ---------------------------------------------------------------- resources and pack size
@@ -110,7 +100,7 @@ def member_bytes(cfg: RunCfg) -> tuple[int, int]:
     import torch
 
     from ..data import TASKS
-    from ..models import build_model
+    from ..models import MODELS, build_model
     from ..train.engine import EVAL_CHUNK
 
     task_def = TASKS.get(cfg.data.task)()
@@ -119,7 +109,7 @@ def member_bytes(cfg: RunCfg) -> tuple[int, int]:
         params = build_model(cfg.model, task, 1).param_counts()["params"]
     m, m_train = len(task.y), len(task_def.split(cfg.data, task)[0])
     batch = m_train if cfg.train.batch_size == "full" else min(int(cfg.train.batch_size), m_train)
-    width = max(cfg.model.d_model, cfg.model.d_mlp if cfg.model.name == "transformer" else cfg.model.d_hidden)
+    width = max(cfg.model.d_model, getattr(cfg.model, MODELS.get(cfg.model.name).width_field))
     positions = max(1, task.seq_len)
     train_act = batch * positions * cfg.model.n_layers * (8 * cfg.model.d_model + 2 * width) * 4
     eval_act = min(m, EVAL_CHUNK) * positions * width * 4 * 4
@@ -270,7 +260,7 @@ def plan_sweep(sweep: str, cfgs: Sequence[RunCfg], store=None, *, pack: int | No
     done, resume_ids, new = [], [], []
     for key, cfg in unique.items():
         rows = stored.get(key, [])
-        finished = [r for r in rows if r["status"] in DONE]
+        finished = [r for r in rows if r["status"] in TERMINAL]
         if finished:
             done.append(finished[0])
         elif rows:

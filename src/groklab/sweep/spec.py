@@ -21,7 +21,6 @@ validated, so a typo fails before anything runs.
 """
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -29,8 +28,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..config import (ConfigError, RunCfg, _read_text, describe_tomls, from_dict, load_config, read_source, to_dict,
-                      with_overrides)
+from ..config import (ConfigError, RunCfg, _parse_value, _read_text, describe_tomls, flatten, from_dict, load_config,
+                      parse_seeds, read_source, set_path, to_dict, with_overrides)
+from ..registry import suggest
 
 try:  # Python >= 3.11
     import tomllib
@@ -65,11 +65,8 @@ class SweepSpec:
             raise ConfigError(f"mode={self.mode!r} must be one of 'product', 'zip'")
         valid = field_paths()
         for name, values in self.axes.items():
-            if name not in valid:
-                import difflib
-                close = difflib.get_close_matches(name, sorted(valid), n=3)
-                hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
-                raise ConfigError(f"axes: {name!r} is not a config field{hint}")
+            if name not in valid and not name.startswith(("data.options.", "model.options.")):
+                raise ConfigError(f"axes: {name!r} is not a config field{suggest(name, sorted(valid))}")
             if not values:
                 raise ConfigError(f"axes.{name} has no values")
         if self.seeds and "train.seed" in self.axes:
@@ -154,17 +151,7 @@ def _flatten_axes(tree: dict, prefix: str = "") -> dict[str, Any]:
 
 def field_paths() -> set[str]:
     """Every dotted config field an axis may name (`optim.lr`, `train.phases`, ...)."""
-    out = set()
-
-    def walk(obj: Any, prefix: str) -> None:
-        for f in dataclasses.fields(obj):
-            value = getattr(obj, f.name)
-            if dataclasses.is_dataclass(value):
-                walk(value, f"{prefix}{f.name}.")
-            else:
-                out.add(prefix + f.name)
-    walk(RunCfg(), "")
-    return out
+    return set(flatten(to_dict(RunCfg(), keep_none=True)))
 
 
 # ---------------------------------------------------------------- reading specs
@@ -195,12 +182,9 @@ def _read(source: str) -> tuple[dict, Path | None, bool]:
     try:
         return read_source(source), None, False  # a run preset: the base of a --grid sweep
     except ConfigError:
-        import difflib
         names = list(list_sweep_presets())
-        close = difflib.get_close_matches(source, names, n=3)
-        hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
-        raise ConfigError(f"sweep {source!r} is neither a sweep preset, a run preset nor a file{hint}; "
-                          f"sweep presets: {', '.join(names)}") from None
+        raise ConfigError(f"sweep {source!r} is neither a sweep preset, a run preset nor a file"
+                          f"{suggest(source, names)}; sweep presets: {', '.join(names)}") from None
 
 
 def _load_base(base: Any, where: Path | None) -> RunCfg:
@@ -213,22 +197,8 @@ def _load_base(base: Any, where: Path | None) -> RunCfg:
     return load_config(base)
 
 
-def _seeds(value: Any) -> tuple[int, ...]:
-    if isinstance(value, bool) or not isinstance(value, (int, list, tuple)):
-        raise ConfigError(f"seeds={value!r} must be a count N (seeds 0..N-1) or a list of integers")
-    if isinstance(value, int):
-        if value < 1:
-            raise ConfigError(f"seeds={value} must be at least 1")
-        return tuple(range(value))
-    if not all(isinstance(s, int) and not isinstance(s, bool) for s in value):
-        raise ConfigError(f"seeds={value!r} must be a list of integers")
-    return tuple(value)
-
-
 def parse_grid(items: list[str] | tuple[str, ...]) -> dict[str, tuple]:
     """CLI axes: `field=v1,v2,...`, `field=range:a:b:step` or `field=logrange:a:b:n`."""
-    from ..config import _parse_value
-
     out: dict[str, tuple] = {}
     for item in items:
         if "=" not in item:
@@ -280,7 +250,7 @@ def load_spec(source: str | dict | None = None, *, grid: dict[str, tuple] | None
     axes_raw = _flatten_axes(tree.get("axes", {}))
     axes = {k: axis_values(k, v) for k, v in axes_raw.items()}
     axes.update(grid or {})
-    seeds_v = _seeds(seeds) if seeds is not None else _seeds(tree["seeds"]) if "seeds" in tree else ()
+    seeds_v = parse_seeds(seeds) if seeds is not None else parse_seeds(tree["seeds"]) if "seeds" in tree else ()
     zips = tree.get("zip", [])
     if not (isinstance(zips, list) and all(isinstance(g, list) and all(isinstance(n, str) for n in g) for g in zips)):
         raise ConfigError(f"zip={zips!r} must be a list of lists of axis names")
@@ -337,11 +307,7 @@ def expand(spec: SweepSpec) -> list[RunCfg]:
         label = "-".join(f"{k.split('.')[-1]}={_label(v)}" for k, v in point.items())
         tree = to_dict(spec.base)
         for key, value in point.items():
-            node = tree
-            *parents, leaf = key.split(".")
-            for p in parents:
-                node = node[p]
-            node[leaf] = value
+            set_path(tree, key, value)
         tree["name"] = f"{spec.name}-{label}" if label else spec.name
         try:
             cfgs.append(from_dict(RunCfg, tree))

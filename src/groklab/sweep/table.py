@@ -20,17 +20,16 @@ from typing import Sequence
 
 import pandas as pd
 
-from ..config import ConfigError, RunCfg, from_dict, get_field, to_dict
-from .plan import EXEC_FIELDS, _flat
+from ..config import ConfigError, RunCfg, flatten, from_dict, get_field, to_dict
+from ..store import TERMINAL
+from .plan import EXEC_FIELDS
 
 __all__ = ["runs_table", "varying_fields"]
-
-COMPLETE = ("finished", "diverged")
 
 
 def varying_fields(configs: Sequence[dict]) -> list[str]:
     """Dotted config fields whose values differ across `configs` (execution fields ignored)."""
-    flats = [_flat(c) for c in configs]
+    flats = [flatten(c) for c in configs]
     keys: list[str] = []
     for f in flats:
         keys += [k for k in f if k not in keys]
@@ -77,7 +76,7 @@ def runs_table(store, sweep: str, fields: Sequence[str] = (), *, threshold: floa
     rows = store.list(sweep=sweep)
     if not rows:
         raise ConfigError(f"sweep {sweep!r} has no runs in the store at {store.paths.root}; see `groklab ls`")
-    kept = [r for r in rows if include_incomplete or r["status"] in COMPLETE]
+    kept = [r for r in rows if include_incomplete or r["status"] in TERMINAL]
     cfgs = [from_dict(RunCfg, r["config"]) for r in kept]
     swept = varying_fields([to_dict(c) for c in cfgs])
     cols = swept + [f for f in fields if f not in swept]

@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 
 from .. import __version__
-from ..config import MEMBER_FIELDS, ConfigError, RunCfg, TrainCfg, config_json, get_field, to_dict
+from ..config import ConfigError, RunCfg, TrainCfg, check_ensemble, config_json, get_field
 from ..data import TASKS, TaskData, noisy_labels, subset
 from ..models import MemberModel, build_model
 from ..store import Store
@@ -71,29 +71,6 @@ class TrainState:
 Hook = Callable[[int, TrainState], None]
 
 
-def check_ensemble(cfgs: Sequence[RunCfg]) -> None:
-    """Members must agree on every field outside MEMBER_FIELDS."""
-    base = _flat(cfgs[0])
-    for i, cfg in enumerate(cfgs[1:], 1):
-        for key, value in _flat(cfg).items():
-            if key not in MEMBER_FIELDS and base.get(key) != value:
-                raise ConfigError(f"ensemble member {i} differs in {key} ({base.get(key)!r} vs {value!r}); members may "
-                                  f"differ only in: {', '.join(sorted(MEMBER_FIELDS))}")
-
-
-def _flat(cfg: RunCfg) -> dict:
-    out = {}
-
-    def walk(d, prefix):
-        for k, v in d.items():
-            if isinstance(v, dict):
-                walk(v, f"{prefix}{k}.")
-            else:
-                out[prefix + k] = v if not isinstance(v, list) else repr(v)
-    walk(to_dict(cfg), "")
-    return out
-
-
 def _col(values: list[float], device: torch.device) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.float32, device=device).view(-1, 1)
 
@@ -106,11 +83,18 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def set_threads(cfg: RunCfg) -> None:
-    threads = cfg.train.threads
-    n = (os.cpu_count() or 1) if threads == "auto" else threads
-    if torch.get_num_threads() != n:
+@contextlib.contextmanager
+def torch_threads(cfg: TrainCfg) -> Iterator[None]:
+    """torch's CPU threads for the run (`train.threads`); the caller's count is restored after."""
+    saved = torch.get_num_threads()
+    n = (os.cpu_count() or 1) if cfg.threads == "auto" else cfg.threads
+    if saved != n:
         torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != saved:
+            torch.set_num_threads(saved)
 
 
 @contextlib.contextmanager
@@ -137,6 +121,23 @@ def environment() -> dict[str, str | None]:
     except (OSError, subprocess.SubprocessError):
         sha = None
     return {"groklab_version": __version__, "torch_version": torch.__version__, "git_sha": sha}
+
+
+def create_group(store: Store, cfgs: Sequence[RunCfg], sweep: str | None = None, env: dict | None = None,
+                 group: str | None = None) -> tuple[str, list[int]]:
+    """Create the rows of a new group of runs (status `running`); return (group id, run ids).
+
+    Args:
+        store: where the rows go.
+        cfgs: one config per member.
+        sweep: tag the rows with this sweep name.
+        env: versions and git commit recorded with the rows (default: this process's).
+        group: the group id (default: a new one), e.g. the driver's id in a Ray task's own store.
+    """
+    group = group or uuid.uuid4().hex[:12]
+    ids = store.create_runs([config_json(c) for c in cfgs], [c.name for c in cfgs], group, env or environment(),
+                            sweep)
+    return group, ids
 
 
 def _member_gens(cfgs: Sequence[RunCfg], offset: int) -> list[torch.Generator]:
@@ -227,7 +228,7 @@ def train(cfgs: RunCfg | Sequence[RunCfg], *, store: Store | None = None, hooks:
     cfgs = [cfgs] if isinstance(cfgs, RunCfg) else list(cfgs)
     check_ensemble(cfgs)
     tc = cfgs[0].train
-    with numerics(tc):
+    with numerics(tc), torch_threads(tc):
         run = _Run(cfgs, store, sweep, group)
         evals, step, done = set(eval_steps(tc)), run.start, False
         bar = progress_bar(progress, tc.steps, step)
@@ -261,14 +262,10 @@ class _Run:
     def __init__(self, cfgs: list[RunCfg], store: Store | None, sweep: str | None, group: str | None):
         c0, n = cfgs[0], len(cfgs)
         self.cfgs, self.c0, self.n, self.store, self.group = cfgs, c0, n, store, group
-        set_threads(c0)
         self.device = device = resolve_device(c0.train.device)
 
         # data: the whole table on the device; per-member splits and labels (drawn on the CPU)
         task_def = TASKS.get(c0.data.task)()
-        if getattr(task_def, "split_dependent", False) and len({(c.data.split_seed, c.data.n_train) for c in cfgs}) > 1:
-            raise ConfigError(f"data.task={c0.data.task!r} preprocesses with training-set statistics: ensemble "
-                              "members must share data.split_seed and data.n_train")
         task_cpu = task_def.build(c0.data)
         splits = [task_def.split(c.data, task_cpu) for c in cfgs]
         self.labels = torch.stack([noisy_labels(task_cpu.y, tr, c.data.label_noise, task_cpu.n_out, c.data.split_seed)
@@ -325,9 +322,7 @@ class _Run:
     def _open_rows(self, sweep: str | None) -> None:
         store, cfgs = self.store, self.cfgs
         if self.group is None:
-            self.group = uuid.uuid4().hex[:12]
-            self.run_ids = store.create_runs([config_json(c) for c in cfgs], [c.name for c in cfgs], self.group,
-                                             environment(), sweep)
+            self.group, self.run_ids = create_group(store, cfgs, sweep)
             return
         self.run_ids = [r["id"] for r in store.group(self.group)]
         ckpt = store.paths.checkpoint(self.group)
@@ -355,8 +350,8 @@ class _Run:
             lr = [ph.lr] * n if ph.lr is not None else lr
             wd = [ph.weight_decay] * n if ph.weight_decay is not None else wd
             kind, loss = ph.wd_kind or kind, ph.loss or loss
-            if ph.train_frac is not None:  # a subset of the *original* training set
-                sets = [subset(tr, ph.train_frac, c.data.split_seed + 1 + j) for tr, c in zip(self.train_sets, cfgs)]
+            if ph.frac_train is not None:  # a subset of the *original* training set
+                sets = [subset(tr, ph.frac_train, c.data.split_seed + 1 + j) for tr, c in zip(self.train_sets, cfgs)]
         self.hp.weight_decay.copy_(_col(wd, self.device))
         self.base_lr.copy_(_col(lr, self.device))
         self.opt.decay_kind = kind

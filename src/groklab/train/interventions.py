@@ -10,56 +10,63 @@ from dataclasses import dataclass
 
 import torch
 
+from ..config import MEMBER_FIELDS
 from ..registry import Registry
 
 
 @dataclass(frozen=True)
 class Intervention:
     fields: tuple[str, ...]
+    """The config fields that turn it (`field=value` where one value of a field selects it)."""
     default: str
     source: str
-    member_varying: bool  # may differ between members of one vectorized ensemble
+
+    @property
+    def member_fields(self) -> tuple[str, ...]:
+        """Its fields that members of one vectorized ensemble may set differently (from
+        `config.MEMBER_FIELDS`, the one list of them)."""
+        return tuple(f for f in (x.split("=")[0] for x in self.fields) if f in MEMBER_FIELDS)
 
 
 INTERVENTIONS: Registry[Intervention] = Registry("intervention", "intervention")
 
 
-def _reg(name: str, doc: str, fields: tuple[str, ...], default: str, source: str, member: bool) -> None:
-    INTERVENTIONS.register(name, doc=doc)(Intervention(fields, default, source, member))
+def _reg(name: str, doc: str, fields: tuple[str, ...], default: str, source: str) -> None:
+    INTERVENTIONS.register(name, doc=doc)(Intervention(fields, default, source))
 
 
 _reg("weight decay to zero", "decoupled decay w ← w − lr·λ·w", ("optim.weight_decay", "optim.wd_kind=decoupled"),
-     "λ = 0", "Loshchilov & Hutter 2019; Power et al. 2022", True)
+     "λ = 0", "Loshchilov & Hutter 2019; Power et al. 2022")
 _reg("weight decay to init", "decoupled decay toward the initial weights w ← w − lr·λ·(w − w0)",
-     ("optim.weight_decay", "optim.wd_kind=to_init"), "off", "Power et al. 2022 (to_init)", True)
+     ("optim.weight_decay", "optim.wd_kind=to_init"), "off", "Power et al. 2022 (to_init)")
 _reg("L2 in the loss", "coupled λ/2·||w||² (gradient += λ·w)", ("optim.weight_decay", "optim.wd_kind=l2"),
-     "auto for adam/sgd", "the RNN/LSTM study, eq. 2", True)
+     "auto for adam/sgd", "the RNN/LSTM study, eq. 2")
 _reg("dropout", "dropout on residual/hidden activations, between recurrent layers", ("model.dropout",), "0",
-     "Srivastava et al. 2014; the mystery study", False)
+     "Srivastava et al. 2014; the mystery study")
 _reg("update noise", "Gaussian noise of std σ added to every parameter after each update",
-     ("optim.update_noise",), "0", "Neelakantan et al. 2015; the mystery study", True)
+     ("optim.update_noise",), "0", "Neelakantan et al. 2015; the mystery study")
 _reg("weight noise", "Gaussian noise of std σ on the weights for each forward/backward pass",
-     ("optim.weight_noise",), "0", "the mystery study fig. 4", True)
+     ("optim.weight_noise",), "0", "the mystery study fig. 4")
 _reg("label noise", "a fraction of training labels replaced by random classes, fixed per split seed",
-     ("data.label_noise",), "0", "common robustness probe", True)
+     ("data.label_noise",), "0", "common robustness probe")
 _reg("phases", "late weight decay, wd removal, lr/loss changes, ungrokking subsets from a step on",
-     ("train.phases",), "none", "the RNN/LSTM study; the mystery study §5.3", False)
+     ("train.phases",), "none", "the RNN/LSTM study; the mystery study §5.3")
 _reg("lr schedule", "linear warm-up then constant, cosine or step decay",
      ("optim.warmup_steps", "optim.schedule", "optim.min_lr_ratio", "optim.step_every", "optim.step_gamma"),
-     "constant", "Power et al. 2022 (warm-up)", False)
+     "constant", "Power et al. 2022 (warm-up)")
 _reg("losses", "cross-entropy (f32/f64), MSE on softmax, MSE on outputs, StableMax", ("train.loss",), "ce",
-     "the mystery study; Omnigrok (Liu et al. 2023); Prieto et al. 2025", False)
+     "the mystery study; Omnigrok (Liu et al. 2023); Prieto et al. 2025")
 _reg("grokfast", "amplify the slow gradient component: EMA (α, λ) or moving average (window, λ)",
      ("optim.grokfast", "optim.grokfast_alpha", "optim.grokfast_lamb", "optim.grokfast_window"), "none",
-     "Lee et al. 2024, Grokfast", True)
+     "Lee et al. 2024, Grokfast")
 _reg("orthograd", "⊥Grad: drop the gradient component parallel to each weight tensor, keep its norm",
-     ("optim.orthograd",), "off", "Prieto et al. 2025", False)
-_reg("gradient clipping", "clip each member's gradient norm", ("optim.grad_clip",), "0 (off)", "standard", False)
-_reg("SGD momentum", "heavy-ball momentum for optim.name=sgd", ("optim.momentum",), "0", "standard", False)
-_reg("init scale", "multiply initial weights by α", ("model.init_scale",), "1", "Omnigrok (Liu et al. 2023)", True)
+     ("optim.orthograd",), "off", "Prieto et al. 2025")
+_reg("gradient clipping", "clip each member's gradient norm", ("optim.grad_clip",), "0 (off)", "standard")
+_reg("SGD momentum", "heavy-ball momentum for optim.name=sgd", ("optim.momentum",), "0", "standard")
+_reg("init scale", "multiply initial weights by α", ("model.init_scale",), "1", "Omnigrok (Liu et al. 2023)")
 _reg("logit scale", "multiply output logits by a constant", ("model.logit_scale",), "1",
-     "Prieto et al. 2025 (softmax collapse)", False)
-_reg("batch size", "minibatch size or full batch", ("train.batch_size",), "512", "the mystery study fig. 4", False)
+     "Prieto et al. 2025 (softmax collapse)")
+_reg("batch size", "minibatch size or full batch", ("train.batch_size",), "512", "the mystery study fig. 4")
 
 
 def grokfast_ema(grad: torch.Tensor, ema: torch.Tensor, alpha: torch.Tensor | float,

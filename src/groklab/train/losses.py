@@ -10,14 +10,26 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..registry import Registry
+from ..config import loss_fields
+from ..registry import LOSSES, ConfigError
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-LOSSES: Registry[LossFn] = Registry("loss", "train.loss")
 
 # Losses that normalize the logits themselves (softmax / StableMax): an output head in front of
 # them (model.output = sigmoid or softmax) would normalize twice, so config validation rejects it.
 NORMALIZING = frozenset({"ce", "ce64", "mse", "stablemax"})
+
+
+@LOSSES.cross_check
+def _no_head_before_normalizing(run_cfg) -> None:
+    output = run_cfg.model.output
+    if output == "linear":
+        return
+    for path, loss in loss_fields(run_cfg):
+        if loss in NORMALIZING:
+            raise ConfigError(
+                f"model.output={output!r} cannot feed {path}={loss!r}, which normalizes the logits itself; use "
+                f"model.output='linear' or {path}='mse_linear' (MSE between the head's outputs and one-hot targets)")
 
 
 def _ce(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
