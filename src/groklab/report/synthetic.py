@@ -5,13 +5,15 @@ the report's benchmark, its browser test and demos.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from itertools import product
 from typing import Sequence
 
 import numpy as np
 
-from ..config import config_json, load_config
+from ..config import load_config
 from ..store import Store
+from ..train.engine import create_group
 
 
 def eval_steps(n_evals: int, steps: int) -> np.ndarray:
@@ -59,8 +61,8 @@ def synthetic_sweep(store: Store, n_runs: int = 100, n_evals: int = 200, *, step
         t_train = 300 * (1 + rng.uniform(-0.2, 0.2))
         t_val = None if frac < 0.3 or wd == 0 else t_train * (1 + 8 * (0.6 - frac) / 0.3 / (wd ** 0.3))
         c = _curves(at, t_train, t_val, rng)
-        [rid] = store.create_runs([config_json(cfg)], [name], f"syn{seed}-{i}", {"groklab_version": "synthetic"},
-                                  sweep)
+        _, [rid] = create_group(store, [replace(cfg, name=name)], sweep, {"groklab_version": "synthetic"},
+                                group=f"syn{seed}-{i}")
         store.log_metrics((rid, int(st), k, float(v[j])) for k, v in c.items() for j, st in enumerate(at))
         hit_t, hit_v = np.flatnonzero(c["train_acc"] >= 0.99), np.flatnonzero(c["val_acc"] >= 0.99)
         store.update_runs({rid: ("finished", {

@@ -39,7 +39,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..registry import ConfigError
+from ..registry import ConfigError, suggest
 from .criteria import build_criterion
 
 try:  # Python >= 3.11
@@ -289,8 +289,6 @@ def get_claim(claim_id: str, claims: list[Claim] | None = None) -> Claim:
     claims = load_claims() if claims is None else claims
     by_id = {c.id: c for c in claims}
     if claim_id not in by_id:
-        import difflib
-        close = difflib.get_close_matches(claim_id, list(by_id), n=3)
-        hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
-        raise ConfigError(f"claim {claim_id!r} does not exist{hint}; `groklab reproduce --list` shows them all")
+        raise ConfigError(f"claim {claim_id!r} does not exist{suggest(claim_id, by_id)}; "
+                          "`groklab reproduce --list` shows them all")
     return by_id[claim_id]

@@ -101,7 +101,8 @@ def register(add) -> None:
     sp.add_argument("--no-figures", action="store_true", help="with --report -o: the table only")
     sp.add_argument("--set", action="append", metavar="KEY=VALUE",
                     help="override a field of every run (e.g. data.data_dir=DIR); changes which runs count")
-    sp.add_argument("--backend", choices=("local", "ray"), default="local", help="where runs execute")
+    from ..sweep.backends import BACKENDS
+    sp.add_argument("--backend", choices=BACKENDS.names(), default="local", help="where runs execute")
     sp.add_argument("--address", help="Ray cluster address ('auto' joins a running cluster)")
     sp.add_argument("--workers", type=int, help="parallel workers (default: one per core)")
     sp.add_argument("--cpu-budget", type=float, default=30.0,

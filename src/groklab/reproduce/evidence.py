@@ -12,9 +12,8 @@ import pandas as pd
 
 from ..analysis import GrokMetrics, grokking_metrics
 from ..config import ConfigError, RunCfg, from_dict
+from ..store import TERMINAL
 from ..sweep import SweepSpec, expand, run_key
-
-COMPLETE = ("finished", "diverged")
 
 
 @dataclass(frozen=True)
@@ -91,7 +90,7 @@ def collect_group(store, name: str, spec: SweepSpec) -> GroupEvidence:
     keys = {run_key(c) for c in expand(spec)}
     runs: dict[str, StoredRun] = {}
     for row in store.list(sweep=spec.name) if store.exists() else []:
-        if row["status"] not in COMPLETE:
+        if row["status"] not in TERMINAL:
             continue
         try:
             cfg = from_dict(RunCfg, row["config"])
