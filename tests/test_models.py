@@ -57,6 +57,34 @@ def test_transformer_last_position_matches_full_computation():
     torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
 
 
+def test_transformer_hook_pattern_reads_attention():
+    """An analysis hook on `hook_pattern` sees each block's softmax pattern as (N, B, H, Tq, T)
+    (Tq = 1 in the last block), rows summing to 1; reading it leaves the output bitwise unchanged,
+    and a pattern the hook returns is the one used."""
+    model = _model("transformer")
+    x = TASK.x[:5].unsqueeze(0).expand(2, -1, -1)
+    t = x.shape[-1]
+    plain = model(x)
+    seen = {}
+    handles = [blk.attn.hook_pattern.register_forward_hook(lambda m, i, o, k=k: seen.__setitem__(k, o))
+               for k, blk in enumerate(model.blocks)]
+    try:
+        torch.testing.assert_close(model(x), plain, rtol=0, atol=0)
+        assert seen[0].shape == (2, 5, 2, t, t) and seen[1].shape == (2, 5, 2, 1, t)
+        for pattern in seen.values():
+            assert (pattern >= 0).all()
+            torch.testing.assert_close(pattern.sum(-1), torch.ones(pattern.shape[:-1]))
+        if model.cfg.causal:  # a full block's query i attends to keys <= i only
+            assert (seen[0].triu(1) == 0).all()
+        uniform = model.blocks[1].attn.hook_pattern.register_forward_hook(lambda m, i, o: torch.full_like(o, 1 / t))
+        assert not torch.allclose(model(x), plain)
+        uniform.remove()
+    finally:
+        for handle in handles:
+            handle.remove()
+    torch.testing.assert_close(model(x), plain, rtol=0, atol=0)
+
+
 def test_init_scale_scales_weights():
     cfg = ModelCfg(name="mlp", d_model=16, d_hidden=24)
     norms = []

@@ -5,6 +5,8 @@ the unembedding for that one position (keys/values still see the whole sequence)
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,29 +30,44 @@ def _use_broadcast(t: int) -> bool:
     return t <= SHORT_SEQ
 
 
-def _short_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:
+def _short_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
+                     hook: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """softmax(q k^T / sqrt(dh)) v for short sequences; q (B, Tq, H, dh), k/v (B, T, H, dh) -> (B, Tq, H, dh).
 
     Token-major layout throughout: the projections' outputs are used as they come (views), so
-    neither direction copies a transposed tensor.
+    neither direction copies a transposed tensor. `hook` sees the pattern as (B, H, Tq, T), a
+    permuted view, and what it returns is used (a hook may edit the pattern).
     """
     scores = (q.unsqueeze(2) * k.unsqueeze(1)).sum(-1) * q.shape[-1] ** -0.5   # (B, Tq, T, H)
     if causal:
         t = k.shape[1]
         mask = torch.ones(t, t, dtype=torch.bool, device=q.device).triu(1)
         scores = scores.masked_fill(mask.unsqueeze(-1), float("-inf"))
-    pattern = torch.softmax(scores, dim=2)
+    pattern = hook(torch.softmax(scores, dim=2).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # views, no copy
     return (pattern.unsqueeze(-1) * v.unsqueeze(1)).sum(2)
 
 
 class Attention(nn.Module):
+    """Multi-head attention with a leading member dimension.
+
+    `hook_pattern` sees the attention pattern (softmax over keys) as (N, B, H, Tq, T): member,
+    example, head, query position, key position; each row sums to 1 over T. Tq is 1 in the last
+    block (only the answer position's query is computed). It is called on sequences of up to
+    SHORT_SEQ tokens (every built-in task); longer ones go through fused SDPA, which never forms
+    the pattern, and the hook is not called there.
+    """
+
     def __init__(self, n: int, d_model: int, n_heads: int, causal: bool):
         super().__init__()
-        self.n_heads, self.causal = n_heads, causal
+        self.n, self.n_heads, self.causal = n, n_heads, causal
         self.q = MLinear(n, d_model, d_model)
         self.kv = MLinear(n, d_model, 2 * d_model)
         self.o = MLinear(n, d_model, d_model)
         self.hook_pattern = HookPoint()
+
+    def _pattern(self, pattern: torch.Tensor) -> torch.Tensor:
+        # (N·B, H, Tq, T) -> the hook's (N, B, H, Tq, T) and back: views unless a hook replaces it.
+        return self.hook_pattern(pattern.unflatten(0, (self.n, -1))).flatten(0, 1)
 
     def forward(self, x: torch.Tensor, last_only: bool) -> torch.Tensor:
         n, b, t, d = x.shape
@@ -64,7 +81,7 @@ class Attention(nn.Module):
         # The last query may attend to every key, so causality only matters for full queries.
         causal = self.causal and not last_only
         if _use_broadcast(t):
-            out = _short_attention(q, k, v, causal)
+            out = _short_attention(q, k, v, causal, self._pattern)
         else:
             out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                                  is_causal=causal).transpose(1, 2)

@@ -45,22 +45,15 @@ class FlatParams:
             self.shapes.append(p.shape)
             self.slices.append(slice(off, off + k))
             off += k
-        device = params[0][1].device
         self.data = torch.cat([p.detach().reshape(n, -1) for _, p in params], dim=1)
         self.grad = torch.zeros_like(self.data)
         for (name, p), sl in zip(params, self.slices):
             # Splitting the contiguous last dim of a (N, P) slice is a valid view.
             p.data = self.data[:, sl].view(p.shape)
             p.grad = self.grad[:, sl].view(p.shape)  # autograd accumulates in place
-        self.params = [p for _, p in params]
-        self.device = device
 
     def zero_grad(self) -> None:
         self.grad.zero_()
-
-    def tensors(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Split a flat (N, P) tensor into named per-parameter (N, ...) tensors."""
-        return {n: flat[:, sl].reshape(shape) for n, sl, shape in zip(self.names, self.slices, self.shapes)}
 
 
 @dataclass
