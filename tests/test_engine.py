@@ -136,3 +136,12 @@ def test_compiled_step_trains_like_the_eager_step():
     cols = ["train_loss", "val_loss", "param_norm"]
     torch.testing.assert_close(torch.tensor(compiled[cols].values), torch.tensor(eager[cols].values),
                                rtol=1e-4, atol=1e-5)
+
+
+def test_member_states_read_checkpoints_written_before_the_rename():
+    """Checkpoints keep each member's threshold steps; older ones name them t_train99 / t_val99."""
+    from groklab.train.engine import _Members
+    old = [{"status": "running", "t_train99": 40, "t_val99": None, "hold": 0, "early": False}]
+    members = _Members.from_json(old)
+    assert members.step_train_99 == [40] and members.step_val_99 == [None]
+    assert _Members.from_json(members.to_json()).to_json() == members.to_json()

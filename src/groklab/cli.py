@@ -104,7 +104,7 @@ def cmd_ls(args) -> int:
                            "created": r["created"], "sweep": r["sweep"],
                            **{k: _clean(r["summary"].get(k)) for k in JSON_KEYS[2:]}} for r in rows]))
         return 0
-    print(f"{'id':>4}  {'name':<28} {'status':<9} {'steps':>7} {'train':>6} {'val':>6} {'t_tr99':>7} {'t_val99':>7}  created")
+    print(f"{'id':>4}  {'name':<28} {'status':<9} {'steps':>7} {'train':>6} {'val':>6} {'step_train_99':>13} {'step_val_99':>11}  created")
     lost = 0
     for r in rows:
         s = r["summary"]
@@ -113,7 +113,7 @@ def cmd_ls(args) -> int:
         cells = [_cell(s.get(k), spec) for k, spec in (("steps", "d"), ("train_acc", ".3f"), ("val_acc", ".3f"),
                                                         ("step_train_99", "d"), ("step_val_99", "d"))]
         print(f"{r['id']:>4}  {r['name'][:28]:<28} {status:<9} {cells[0]:>7} {cells[1]:>6} {cells[2]:>6} "
-              f"{cells[3]:>7} {cells[4]:>7}  {r['created']}")
+              f"{cells[3]:>13} {cells[4]:>11}  {r['created']}")
     if lost:
         print(f"lost: {lost} run(s) marked running whose process is gone; `groklab resume ID` continues one "
               "from its last checkpoint")

@@ -177,21 +177,23 @@ class _Members:
 
     def __init__(self, n: int):
         self.status = ["running"] * n
-        self.t_train99: list[int | None] = [None] * n
-        self.t_val99: list[int | None] = [None] * n
+        self.step_train_99: list[int | None] = [None] * n
+        self.step_val_99: list[int | None] = [None] * n
         self.hold = [0] * n
         self.early = [False] * n
 
     def to_json(self) -> list[dict]:
-        return [dict(status=s, t_train99=a, t_val99=b, hold=h, early=e) for s, a, b, h, e in
-                zip(self.status, self.t_train99, self.t_val99, self.hold, self.early)]
+        return [dict(status=s, step_train_99=a, step_val_99=b, hold=h, early=e) for s, a, b, h, e in
+                zip(self.status, self.step_train_99, self.step_val_99, self.hold, self.early)]
 
     @classmethod
     def from_json(cls, items: list[dict]) -> "_Members":
         out = cls(len(items))
         for i, d in enumerate(items):
-            out.status[i], out.t_train99[i], out.t_val99[i] = d["status"], d["t_train99"], d["t_val99"]
-            out.hold[i], out.early[i] = d["hold"], d["early"]
+            out.status[i], out.hold[i], out.early[i] = d["status"], d["hold"], d["early"]
+            # Checkpoints written before the rename keep t_train99 / t_val99.
+            out.step_train_99[i] = d["step_train_99"] if "step_train_99" in d else d["t_train99"]
+            out.step_val_99[i] = d["step_val_99"] if "step_val_99" in d else d["t_val99"]
         return out
 
     def record(self, i: int, rec: dict, step: int, cfg: TrainCfg) -> bool:
@@ -199,10 +201,10 @@ class _Members:
         if not (math.isfinite(rec["train_loss"]) and math.isfinite(rec["param_norm"])):
             self.status[i] = "diverged"
             return False
-        if self.t_train99[i] is None and rec["train_acc"] >= THRESHOLD:
-            self.t_train99[i] = step
-        if self.t_val99[i] is None and rec["val_acc"] >= THRESHOLD:
-            self.t_val99[i] = step
+        if self.step_train_99[i] is None and rec["train_acc"] >= THRESHOLD:
+            self.step_train_99[i] = step
+        if self.step_val_99[i] is None and rec["val_acc"] >= THRESHOLD:
+            self.step_val_99[i] = step
         if cfg.early_stop:
             self.hold[i] = self.hold[i] + 1 if rec["val_acc"] >= cfg.early_stop_acc else 0
             if self.hold[i] >= cfg.early_stop_patience:
@@ -435,7 +437,7 @@ def _summary(members: _Members, i: int, hist: list[dict], step: int, start: int,
         "train_acc": last.get("train_acc"), "val_acc": last.get("val_acc"),
         "train_loss": last.get("train_loss"), "val_loss": last.get("val_loss"),
         "param_norm": last.get("param_norm"),
-        "step_train_99": members.t_train99[i], "step_val_99": members.t_val99[i],
+        "step_train_99": members.step_train_99[i], "step_val_99": members.step_val_99[i],
         "early_stopped": members.early[i],
         "wall_seconds": round(wall_before + elapsed, 3),
         "steps_per_second": round((step - start) / elapsed, 3) if elapsed > 0 and step > start else None,
