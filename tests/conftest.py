@@ -24,6 +24,19 @@ def tiny(preset: str = "quickstart", *extra: str, steps: int = 60):
                                 "train.batch_size=64", "train.early_stop=false", *extra])
 
 
+MEMBER_COLS = ["train_loss", "val_loss", "train_acc", "val_acc", "param_norm"]
+
+
+def member_and_solo(base):
+    """Train seed 0 and a member differing in seed, fraction and lr as one ensemble, and that second
+    member alone: (ensemble results, solo result), for member == solo checks."""
+    from groklab import with_overrides
+    from groklab.train import train
+    members = [with_overrides(base, {"train.seed": 0}),
+               with_overrides(base, {"train.seed": 3, "data.frac_train": 0.6, "optim.lr": 2e-3})]
+    return train(members, progress=False), train(members[1], progress=False)[0]
+
+
 @pytest.fixture
 def store(tmp_path):
     from groklab.store import Store

@@ -9,7 +9,7 @@ from groklab.rng import DROPOUT, SAMPLE, hash_bits, keep_mask, member_keys
 from groklab.train import train
 from groklab.train.sampler import Sampler
 
-from conftest import tiny
+from conftest import MEMBER_COLS, member_and_solo, tiny
 
 
 def test_stream_values_are_stable():
@@ -80,12 +80,8 @@ def test_dropout_mask_is_independent_of_padding_and_layout():
 def test_member_equals_solo_exactly_with_dropout(extra):
     """Packing never changes a result: bitwise equal on the CPU, dropout included."""
     base = tiny("quickstart", *extra, "model.dropout=0.1", "train.device=cpu", steps=80)
-    members = [with_overrides(base, {"train.seed": 0}),
-               with_overrides(base, {"train.seed": 3, "data.frac_train": 0.6, "optim.lr": 2e-3})]
-    ens = train(members, progress=False)
-    solo = train(members[1], progress=False)[0]
-    cols = ["train_loss", "val_loss", "train_acc", "val_acc", "param_norm"]
-    assert ens[1].metrics[cols].equals(solo.metrics[cols])
+    ens, solo = member_and_solo(base)
+    assert ens[1].metrics[MEMBER_COLS].equals(solo.metrics[MEMBER_COLS])
     assert not ens[0].metrics["train_loss"].equals(ens[1].metrics["train_loss"])
 
 

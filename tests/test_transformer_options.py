@@ -6,14 +6,14 @@ import math
 import pytest
 import torch
 
-from groklab import load_config, with_overrides
+from groklab import load_config
 from groklab.config import TRANSFORMER_ONLY, ConfigError, DataCfg, ModelCfg
 from groklab.data import TASKS
 from groklab.models import build_model
 from groklab.models.layers import MSinusoidal
 from groklab.train import train
 
-from conftest import tiny
+from conftest import MEMBER_COLS, member_and_solo, tiny
 
 TASK = TASKS.get("modular")().build(DataCfg(p=23))
 OPENAI_GROK = ["model.init=torch", "model.norm=post", "model.dropout_at=ffn", "model.positions=sinusoidal"]
@@ -112,12 +112,8 @@ def test_member_equals_solo_exactly_with_the_new_options():
     base = tiny("repro-transformer", "model.d_model=32", "model.n_heads=2", "model.d_mlp=64", "train.device=cpu",
                 "train.batch_size=64", steps=60)
     assert base.model.norm == "post" and base.model.dropout_at == "ffn"    # the preset's choices, dropout 0.1
-    members = [with_overrides(base, {"train.seed": 0}),
-               with_overrides(base, {"train.seed": 3, "data.frac_train": 0.6, "optim.lr": 2e-3})]
-    ens = train(members, progress=False)
-    solo = train(members[1], progress=False)[0]
-    cols = ["train_loss", "val_loss", "train_acc", "val_acc", "param_norm"]
-    assert ens[1].metrics[cols].equals(solo.metrics[cols])
+    ens, solo = member_and_solo(base)
+    assert ens[1].metrics[MEMBER_COLS].equals(solo.metrics[MEMBER_COLS])
 
 
 # Measured (docs/phenomena.md, "The Transformer delay"): at step 500 this tiny Transformer has
