@@ -116,6 +116,63 @@ def test_snapshots_are_log_spaced_safetensors(grokked):
     assert "embed.weight" in tensors and all(p.suffix == ".safetensors" for _, p in snaps)
 
 
+def _interrupted_snapshot_run(store, stop_at: int = 650):
+    """The tiny MLP with 20 log-spaced snapshots over 1 200 steps, stopped at `stop_at`
+    (checkpoints every 300 steps)."""
+    from groklab.protocols.hooks import SnapshotHook
+
+    cfg = load_config("quickstart", TINY_GROK + ["train.steps=1200", "train.checkpoint_every=300"])
+
+    def stop(step, state):
+        if step >= stop_at:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, store=store, hooks=[SnapshotHook(store, 20), stop], progress=False)
+    (row,) = store.list()
+    assert row["status"] == "stopped"
+    return cfg, row
+
+
+def _snapshot_steps(store, run_id):
+    from groklab.protocols.hooks import list_snapshots
+
+    return [s for s, _ in list_snapshots(store, store.get(run_id)["group_id"])]
+
+
+def test_resume_keeps_taking_snapshots(tmp_path):
+    """`groklab resume` rebuilds the hooks a run was trained with (hooks.json): the snapshots
+    after the interruption are those an uninterrupted run takes."""
+    from groklab.api import resume
+    from groklab.protocols.hooks import SnapshotHook
+
+    store = Store(tmp_path / "runs")
+    cfg, row = _interrupted_snapshot_run(store)
+    assert max(_snapshot_steps(store, row["id"])) < 650
+    (rec,) = resume(row["id"], store)
+    assert rec.status == "finished"
+    whole = Store(tmp_path / "whole")
+    (ref,) = train(cfg, store=whole, hooks=[SnapshotHook(whole, 20)], progress=False)
+    steps = _snapshot_steps(store, rec.run_id)
+    assert steps == _snapshot_steps(whole, ref.run_id) and steps[-1] == 1200
+    assert len([s for s in steps if s > 650]) >= 2
+
+
+def test_protocol_resumes_its_interrupted_run(tmp_path):
+    """A protocol asking again for a run that was killed continues it (with its hooks), rather
+    than training a second copy from step 0."""
+    from groklab.protocols.components import ensure_run
+    from groklab.protocols.hooks import SnapshotHook
+
+    store = Store(tmp_path / "runs")
+    cfg, row = _interrupted_snapshot_run(store)
+    rec, reused = ensure_run(cfg, store, hooks=[SnapshotHook(store, 20)])
+    assert (rec.run_id, rec.status, reused) == (row["id"], "finished", False)
+    assert len(store.list()) == 1 and max(_snapshot_steps(store, rec.run_id)) == 1200
+    again, reused = ensure_run(cfg, store)
+    assert (again.run_id, reused) == (row["id"], True)
+
+
 def test_restricted_loss_far_below_excluded_loss_after_grokking(grokked):
     from groklab.protocols.fourier import analyze_run
 

@@ -61,13 +61,15 @@ def run(source: str | Path | dict | RunCfg, overrides: Sequence[str] = (), *, se
 
 
 def resume(run_id: int, store: Store | str | Path | None = None, progress: bool = False,
-           device: str | None = None) -> list[RunRecord]:
+           device: str | None = None, hooks: Sequence | None = None) -> list[RunRecord]:
     """Continue the group (ensemble or solo run) of `run_id` from its last checkpoint.
 
     `device` moves it (a checkpoint written on a GPU continues on the CPU and back); the stored
-    config keeps the device it was created with.
+    config keeps the device it was created with. `hooks` default to those the group was trained
+    with (a protocol's snapshots or correct-logit log: `protocols.hooks.restore_hooks`).
     """
     from .config import with_overrides
+    from .protocols.hooks import restore_hooks
     from .store import liveness
     from .train import train
 
@@ -84,7 +86,9 @@ def resume(run_id: int, store: Store | str | Path | None = None, progress: bool 
     cfgs = [from_dict(RunCfg, r["config"]) for r in rows]
     if device is not None:
         cfgs = [with_overrides(c, {"train.device": device}) for c in cfgs]
-    results = train(cfgs, store=st, progress=progress, group=row["group_id"], sweep=row["sweep"])
+    if hooks is None:
+        hooks = restore_hooks(st, row["group_id"])
+    results = train(cfgs, store=st, hooks=hooks, progress=progress, group=row["group_id"], sweep=row["sweep"])
     return [load_run(r.run_id, st) for r in results]
 
 

@@ -16,9 +16,9 @@ import json
 from dataclasses import replace
 from typing import Callable, Literal, Sequence
 
-from ..api import RunRecord, load_run
+from ..api import RunRecord, load_run, resume
 from ..config import ConfigError, RunCfg, to_dict, with_overrides
-from ..store import Store
+from ..store import Store, liveness
 
 MemKind = Literal["random", "fit"]
 
@@ -45,25 +45,43 @@ def find_run(cfg: RunCfg, store: Store, accept: Callable[[dict], bool] = lambda 
     """The oldest finished run with exactly this config (name and description aside) that `accept`s.
 
     The oldest, so a protocol keeps naming the same runs (the mixture's config holds their ids)."""
+    row = _first(cfg, store, accept, lambda r: r["status"] == "finished")
+    return load_run(row["id"], store) if row is not None else None
+
+
+def find_interrupted(cfg: RunCfg, store: Store, accept: Callable[[dict], bool] = lambda row: True) -> int | None:
+    """The id of the oldest solo run of this config that was stopped, failed or lost (its process
+    gone) and that `accept`s: a run to resume rather than train again."""
+    def interrupted(row: dict) -> bool:
+        return row["status"] in ("stopped", "failed") or (row["status"] == "running" and liveness(row) is False)
+
+    row = _first(cfg, store, accept, interrupted)
+    return None if row is None or len(store.group(row["group_id"])) != 1 else row["id"]
+
+
+def _first(cfg: RunCfg, store: Store, accept: Callable[[dict], bool], status: Callable[[dict], bool]) -> dict | None:
+    if not store.exists():
+        return None
     key = _key(cfg)
-    for row in store.list():
-        if row["status"] == "finished" and _key(row["config"]) == key and accept(row):
-            return load_run(row["id"], store)
-    return None
+    return next((row for row in store.list() if status(row) and _key(row["config"]) == key and accept(row)), None)
 
 
 def ensure_run(cfg: RunCfg, store: Store, *, hooks: Sequence = (), progress: bool = False,
                accept: Callable[[dict], bool] = lambda row: True, train_missing: bool = True
                ) -> tuple[RunRecord, bool]:
-    """Reuse a finished run of `cfg` or train one (or, with `train_missing=False`, raise
-    :class:`MissingRun`). Returns (record, reused)."""
+    """Reuse a finished run of `cfg`, resume an interrupted one (with `hooks`) or train one (or,
+    with `train_missing=False`, raise :class:`MissingRun`). Returns (record, reused)."""
     from ..train import train
 
-    found = find_run(cfg, store, accept) if store.exists() else None
+    found = find_run(cfg, store, accept)
     if found is not None:
         return found, True
     if not train_missing:
         raise MissingRun(cfg)
+    stopped = find_interrupted(cfg, store, accept)
+    if stopped is not None:
+        (rec,) = resume(stopped, store, progress=progress, hooks=hooks)
+        return rec, False
     (res,) = train(cfg, store=store, hooks=hooks, progress=progress)
     return load_run(res.run_id, store), False
 

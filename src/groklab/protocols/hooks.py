@@ -1,5 +1,9 @@
 """Training hooks the protocols attach (plain callables `hook(step, state)`, run at each evaluation).
 
+Each hook notes itself (name and arguments) in ``<store>/groups/<group>/hooks.json`` the first time
+it runs, so `groklab resume` (and a protocol that finds its run interrupted) continues the run with
+the same hooks: :func:`restore_hooks`.
+
 - :class:`SnapshotHook` keeps the weights at log-spaced steps (safetensors, no pickle) under
   ``<store>/groups/<group>/snapshots/``, for analyses over training time (Fourier progress measures).
 - :class:`CorrectLogitHook` logs the mean correct-class logit on the training points
@@ -7,6 +11,7 @@
 """
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -20,6 +25,44 @@ from ..train.checkpoint import atomic_write
 SNAPSHOT_RE = re.compile(r"step-(\d+)\.safetensors$")
 
 
+HOOKS_FILE = "hooks.json"
+
+
+class RecordedHook:
+    """A hook that notes itself in its group's `hooks.json` (see the module docstring).
+
+    Subclasses set `name` (the key in `RESUMABLE`) and `args()` (the keyword arguments, besides the
+    store, that rebuild them)."""
+
+    name = ""
+
+    def args(self) -> dict:
+        return {}
+
+    def record(self, store: Store, group: str | None) -> None:
+        if group is None or getattr(self, "_recorded", None) == group:
+            return
+        path = store.paths.group_dir(group) / HOOKS_FILE
+        notes = _read_notes(path)
+        if notes.get(self.name) != self.args():
+            notes[self.name] = self.args()
+            atomic_write(path, json.dumps(notes, sort_keys=True).encode(), what="hooks note")
+        self._recorded = group
+
+
+def _read_notes(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+
+
+def restore_hooks(store: Store, group: str) -> list:
+    """The hooks a stored group was trained with, rebuilt from its `hooks.json` (none: [])."""
+    notes = _read_notes(store.paths.group_dir(group) / HOOKS_FILE)
+    return [RESUMABLE[name](store, **args) for name, args in sorted(notes.items()) if name in RESUMABLE]
+
+
 def snapshot_dir(store: Store, group: str) -> Path:
     return store.paths.group_dir(group) / "snapshots"
 
@@ -30,7 +73,7 @@ def log_targets(steps: int, points: int) -> list[int]:
     return sorted({0, steps, *grid})
 
 
-class SnapshotHook:
+class SnapshotHook(RecordedHook):
     """Save every member's parameters at the first evaluation at or after each log-spaced target.
 
     Args:
@@ -38,16 +81,22 @@ class SnapshotHook:
         points: number of log-spaced targets between step 1 and the last step.
     """
 
+    name = "snapshot"
+
     def __init__(self, store: Store, points: int = 30):
         self.store, self.points = store, points
         self._pending: list[int] | None = None
 
+    def args(self) -> dict:
+        return {"points": self.points}
+
     def __call__(self, step: int, state) -> None:
         if state.group is None:
             return  # not a stored run: nowhere to keep files
-        if self._pending is None:
-            done = {s for s, _ in list_snapshots(self.store, state.group)}
-            self._pending = [t for t in log_targets(state.cfgs[0].train.steps, self.points) if t not in done]
+        self.record(self.store, state.group)
+        if self._pending is None:  # resumed: the targets up to the last snapshot are done
+            last = max((s for s, _ in list_snapshots(self.store, state.group)), default=-1)
+            self._pending = [t for t in log_targets(state.cfgs[0].train.steps, self.points) if t > last]
         due = [t for t in self._pending if t <= step]
         if not due:
             return
@@ -72,9 +121,11 @@ def load_snapshot(path: Path, member: int) -> dict[str, torch.Tensor]:
     return {k: v[member] for k, v in load_file(str(path)).items()}
 
 
-class CorrectLogitHook:
+class CorrectLogitHook(RecordedHook):
     """Log `correct_logit`: each member's mean over its training points of the correct class's logit
     minus the mean logit (the labels it is trained on: random ones for a random-label C_mem)."""
+
+    name = "correct_logit"
 
     def __init__(self, store: Store | None = None):
         self.store = store
@@ -96,6 +147,8 @@ class CorrectLogitHook:
 
     @torch.no_grad()
     def __call__(self, step: int, state) -> None:
+        if self.store is not None:
+            self.record(self.store, state.group)
         if self._data is None:
             self._build(state)
         x, rows, labels = self._data
@@ -117,3 +170,7 @@ class CorrectLogitHook:
                     log.append((state.run_ids[i], step, "correct_logit", v))
         if log:
             self.store.log_metrics(log)
+
+
+# The hooks `restore_hooks` can rebuild, by `RecordedHook.name`.
+RESUMABLE: dict[str, type[RecordedHook]] = {h.name: h for h in (SnapshotHook, CorrectLogitHook)}
