@@ -42,10 +42,22 @@ def test_other_models_refuse_transformer_choices():
         load_config("quickstart", ["model.norm=post"])
 
 
+def test_init_is_read_by_every_token_embedding_model_and_refused_by_the_mixture():
+    for preset in ("quickstart", "lstm-add97", "rnn-seq-add"):
+        cfg = load_config(preset, ["model.init=torch", "model.d_model=16", "model.d_hidden=16"])
+        task = TASKS.get("modular")().build(cfg.data)
+        model = build_model(cfg.model, task, 2)
+        model.reset_parameters([torch.Generator().manual_seed(i) for i in range(2)], torch.ones(2))
+        assert model.embed.weight.std().item() == pytest.approx(1.0, rel=0.15), preset
+    with pytest.raises(ConfigError, match=r"model.init='torch' is read by models with token embeddings only \(here 'mixture'\)"):
+        ModelCfg(name="mixture", init="torch")
+
+
 def test_defaults_are_the_old_model_and_the_study_preset_takes_openai_grok():
     m = ModelCfg()
+    assert m.init == "scaled"
     assert {k: getattr(m, k) for k in TRANSFORMER_ONLY} == TRANSFORMER_ONLY == {
-        "init": "scaled", "norm": "pre", "dropout_at": "all", "positions": "learned"}
+        "norm": "pre", "dropout_at": "all", "positions": "learned"}
     assert load_config("power2022-add97").model.norm == "pre"   # unchanged presets keep the defaults
     r = load_config("repro-transformer").model
     assert (r.init, r.norm, r.dropout_at, r.positions, r.dropout) == ("torch", "post", "ffn", "sinusoidal", 0.1)

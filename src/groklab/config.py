@@ -115,7 +115,7 @@ class DataCfg:
 
 
 # Transformer-only choices and their defaults (other models refuse a non-default value).
-TRANSFORMER_ONLY = {"init": "scaled", "norm": "pre", "dropout_at": "all", "positions": "learned"}
+TRANSFORMER_ONLY = {"norm": "pre", "dropout_at": "all", "positions": "learned"}
 
 
 @dataclass(frozen=True)
@@ -147,9 +147,10 @@ class ModelCfg:
     causal: bool = True
     """Causal attention mask (decoder-only Transformer)."""
     init: Literal["scaled", "torch"] = "scaled"
-    """Transformer embedding init: `scaled` = token and learned position embeddings N(0, 1/d);
-    `torch` = PyTorch's defaults, nn.Embedding's N(0, 1) (the studies' and openai/grok's code).
-    Linear layers are uniform ±1/sqrt(fan_in) (nn.Linear's default) either way."""
+    """Token-embedding init (every model that embeds tokens: `reads_init` on the model class):
+    `scaled` = token and learned position embeddings N(0, 1/d); `torch` = PyTorch's defaults,
+    nn.Embedding's N(0, 1) (the studies' and openai/grok's code). Linear and recurrent layers are
+    uniform ±1/sqrt(fan_in) (nn.Linear's, nn.RNN's default) either way."""
     norm: Literal["pre", "post"] = "pre"
     """Transformer layer-norm placement: `pre` = x + attn(ln(x)), x + ffn(ln(x)), final ln before
     the unembedding (GPT-2); `post` = ln(x + attn(x)), ln(a + ffn(a)), no final ln (Power et al.'s
@@ -187,6 +188,9 @@ class ModelCfg:
                 if getattr(self, name) != default:
                     fail(f"model.{name}", getattr(self, name),
                           f"is read by model.name='transformer' only (here {self.name!r}); leave it at {default!r}")
+        if self.init != "scaled" and self.name in MODELS and not getattr(MODELS.get(self.name), "reads_init", False):
+            fail("model.init", self.init, f"is read by models with token embeddings only (here {self.name!r}); "
+                 "leave it at 'scaled'")
         _entry_options(self, MODELS, self.name, "model.options")
 
 

@@ -25,6 +25,7 @@ class MemberModel(nn.Module):
     accepts: ClassVar[tuple[str, ...]] = ("tokens",)
     width_field: ClassVar[str] = "d_hidden"  # ModelCfg field of the widest hidden layer (memory estimate)
     embedding_prefixes: ClassVar[tuple[str, ...]] = ("embed.", "pos.")
+    reads_init: ClassVar[bool] = True  # honours model.init (token embeddings N(0, 1/d) or N(0, 1))
 
     def __init__(self, cfg: ModelCfg, task: TaskData, n_members: int):
         super().__init__()

@@ -62,6 +62,11 @@ class MLinear(nn.Module):
         return out.view(*shape[:-1], self.d_out)
 
 
+def embed_std(cfg) -> float | None:
+    """Token-embedding std for `model.init`: None (the layer's N(0, 1/d)) or nn.Embedding's 1."""
+    return 1.0 if cfg.init == "torch" else None
+
+
 class MEmbedding(nn.Module):
     """Token embedding per member: weight (N, V, d); tokens (N, ...) → (N, ..., d)."""
 

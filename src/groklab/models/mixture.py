@@ -72,6 +72,7 @@ def _load_component(cfg: ModelCfg, run_id: int, which: str, task: TaskData) -> M
 class Mixture(MemberModel):
     accepts = ("tokens", "features")
     embedding_prefixes = ()
+    reads_init = False  # no embeddings of its own: the components were initialized by their runs
     builds_from_store = True  # needs its component runs: the registry-wide model tests skip it
 
     @staticmethod

@@ -8,7 +8,7 @@ from ..config import ModelCfg
 from ..data.tasks import TaskData
 from ..registry import ConfigError
 from .base import MODELS, MemberModel
-from .layers import ACTIVATIONS, HookPoint, MDropout, MEmbedding, MLinear
+from .layers import ACTIVATIONS, HookPoint, MDropout, MEmbedding, MLinear, embed_std
 
 
 @MODELS.register("mlp", doc="MLP on concatenated operand embeddings or on features")
@@ -25,7 +25,7 @@ class MLP(MemberModel):
         super().__init__(cfg, task, n_members)
         n = n_members
         if task.inputs == "tokens":
-            self.embed = MEmbedding(n, task.vocab, cfg.d_model)
+            self.embed = MEmbedding(n, task.vocab, cfg.d_model, std=embed_std(cfg))
             self.register_buffer("operand_pos", torch.tensor(task.operand_pos), persistent=False)
             d_in = cfg.d_model * len(task.operand_pos)
         else:

@@ -24,7 +24,7 @@ from ..config import ModelCfg
 from ..data.tasks import TaskData
 from ..registry import ConfigError
 from .base import MODELS, MemberModel
-from .layers import Gens, HookPoint, MDropout, MEmbedding, MLayerNorm, MLinear, _fill_uniform
+from .layers import Gens, HookPoint, MDropout, MEmbedding, MLayerNorm, MLinear, _fill_uniform, embed_std
 
 RNN_ACTIVATIONS = ("tanh", "relu")
 
@@ -153,7 +153,7 @@ class _Recurrent(MemberModel):
         super().__init__(cfg, task, n_members)
         self.check_config(cfg)
         n, h = n_members, cfg.d_hidden
-        self.embed = MEmbedding(n, task.vocab, cfg.d_model)
+        self.embed = MEmbedding(n, task.vocab, cfg.d_model, std=embed_std(cfg))
         widths = [cfg.d_model] + [h] * cfg.n_layers
         self.layers = nn.ModuleList(self.make_layer(cfg, n, a, h) for a in widths[:-1])
         self.norms = nn.ModuleList(MLayerNorm(n, h) if cfg.layer_norm else nn.Identity()

@@ -15,7 +15,7 @@ from ..config import ModelCfg
 from ..data.tasks import TaskData
 from ..registry import ConfigError
 from .base import MODELS, MemberModel
-from .layers import (ACTIVATIONS, HookPoint, MDropout, MEmbedding, MLayerNorm, MLinear, MPositional,
+from .layers import (ACTIVATIONS, HookPoint, MDropout, MEmbedding, MLayerNorm, MLinear, MPositional, embed_std,
                      MSinusoidal)
 
 
@@ -138,7 +138,7 @@ class Transformer(MemberModel):
     def __init__(self, cfg: ModelCfg, task: TaskData, n_members: int):
         super().__init__(cfg, task, n_members)
         n, d = n_members, cfg.d_model
-        std = 1.0 if cfg.init == "torch" else None   # None: the layers' N(0, 1/d)
+        std = embed_std(cfg)
         self.embed = MEmbedding(n, task.vocab, d, std=std)
         if cfg.positions == "sinusoidal":
             self.pos = MSinusoidal(task.seq_len, d)
