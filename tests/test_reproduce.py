@@ -112,6 +112,29 @@ def _check(params: dict):
     return build_criterion(params, "test")
 
 
+def _loss_run(losses) -> StoredRun:
+    hist = pd.DataFrame({"step": [i * 100 for i in range(len(losses))], "train_loss": losses,
+                         "val_acc": [1.0] * len(losses), "train_acc": [1.0] * len(losses)})
+    return StoredRun(1, CFG, hist, grokking_metrics(hist))
+
+
+SPIKY = [1.0, 1e-3, 1e-6, 1e-7, 1e-2, 1e-5, 1e-7, 5e-3, 1e-6]   # two spikes after the collapse
+SMOOTH = [1.0, 1e-3, 1e-6, 1e-7, 8e-8, 9e-8, 6e-8, 6e-8, 5e-8]  # wobbles far below 1000×
+NO_FIT = [1.0, 0.5, 0.1, 0.05, 0.02, 0.5, 0.01, 0.02, 0.01]     # never reaches the floor
+
+
+@pytest.mark.parametrize("f32, f64, verdict, measured", [
+    (SPIKY, SMOOTH, REPRODUCED, "f32: 2 spike(s); f64: 0 spike(s)"),
+    (SMOOTH, SMOOTH, NOT_REPRODUCED, "f32: 0 spike(s)"),
+    (SPIKY, SPIKY, PARTIAL, "f64: 2 spike(s)"),
+    (NO_FIT, SMOOTH, INCONCLUSIVE, "f32: never ≤ 1e-05"),
+])
+def test_loss_spikes(f32, f64, verdict, measured):
+    check = _check({"name": "loss_spikes", "spiky": "f32", "smooth": "f64"})
+    out = check.evaluate(_ev(f32=[_loss_run(f32)], f64=[_loss_run(f64)]))
+    assert out.verdict == verdict and measured in out.measured, out
+
+
 GROK_LATE = [0.0, 0.0, 0.1, 0.2, 0.5, 1.0]   # train 99 % at step 100, val 99 % at 500: 5×
 GROK_SOON = [0.0, 0.5, 1.0, 1.0, 1.0, 1.0]   # val 99 % at 200: 2×
 NEVER = [0.0, 0.1, 0.1, 0.2, 0.2, 0.3]

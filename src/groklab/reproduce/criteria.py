@@ -293,6 +293,43 @@ class ValDrop:
         return Outcome(verdict, text, figures)
 
 
+@criterion("loss_spikes")
+@dataclass(frozen=True)
+class LossSpikes:
+    """Softmax collapse (Prieto et al. 2025): once the training loss has fallen to `floor`, it jumps
+    back up to at least `factor` times its lowest value so far — in every run of `spiky`, and in no
+    run of `smooth` (the same runs with a loss that does not collapse, e.g. float64)."""
+
+    spiky: str
+    smooth: str
+    floor: float = 1e-5
+    factor: float = 1000.0
+
+    def groups(self) -> tuple[str, ...]:
+        return (self.spiky, self.smooth)
+
+    def spikes(self, run: StoredRun) -> int | None:
+        """Spike episodes after the loss first reaches `floor`; None if it never does."""
+        loss = run.history[["step", "train_loss"]].dropna().sort_values("step")["train_loss"].to_numpy()
+        low = (loss <= self.floor).nonzero()[0]
+        if not len(low):
+            return None
+        after = loss[low[0]:]
+        up = after >= self.factor * pd.Series(after).cummin().to_numpy()
+        return int(up[0]) + int((up[1:] & ~up[:-1]).sum())
+
+    def evaluate(self, ev: Evidence) -> Outcome:
+        counts = {g: [self.spikes(r) for r in ev[g].runs] for g in self.groups()}
+        text = "; ".join(f"{g}: " + ", ".join("never ≤ " + f"{self.floor:g}" if c is None else f"{c} spike(s)"
+                                                for c in cs) for g, cs in counts.items())
+        if any(c is None for cs in counts.values() for c in cs):
+            return Outcome(INCONCLUSIVE, f"{text} (the loss must first fall to {self.floor:g})", counts)
+        spiky = [c > 0 for c in counts[self.spiky]]
+        smooth = [c == 0 for c in counts[self.smooth]]
+        verdict = NOT_REPRODUCED if not any(spiky) else REPRODUCED if all(spiky + smooth) else PARTIAL
+        return Outcome(verdict, text, counts)
+
+
 @criterion("value_in_band")
 @dataclass(frozen=True)
 class ValueInBand:
