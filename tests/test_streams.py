@@ -108,3 +108,18 @@ def test_cuda_device_without_cuda_is_a_clear_error():
         pytest.skip("this machine has CUDA")
     with pytest.raises(ConfigError, match="no CUDA device is available"):
         train(load_config("quickstart", ["train.device=cuda", "train.steps=5"]), progress=False)
+
+
+def test_full_batch_member_beside_a_larger_set_is_close_to_solo():
+    """Full-batch members are padded to the largest training set: a member beside a larger set is
+    not bitwise equal to its solo run, but equal within float rounding (docs/gpu.md); beside a
+    smaller set it is bitwise equal."""
+    common = ["data.p=23", "model.d_model=32", "model.d_hidden=64", "train.batch_size=full", "train.steps=50",
+              "train.eval_every=50", "train.eval_log_points=0", "train.threads=1", "optim.lr=3e-3"]
+    cfg = {f: load_config("lstm-seq-add", [*common, f"data.frac_train={f}"]) for f in (0.6, 0.8, 0.9)}
+    solo = train(cfg[0.8], progress=False)[0].summary
+    beside_smaller = train([cfg[0.8], cfg[0.6]], progress=False)[0].summary
+    beside_larger = train([cfg[0.8], cfg[0.9]], progress=False)[0].summary
+    assert beside_smaller["train_loss"] == solo["train_loss"]
+    for key in ("train_loss", "val_loss"):
+        assert beside_larger[key] == pytest.approx(solo[key], rel=1e-5)
