@@ -259,6 +259,20 @@ def test_mixture_run_resumes_to_the_same_result(mixtures):
         torch.testing.assert_close(torch.tensor(a[col].values), torch.tensor(b[col].values), rtol=1e-4, atol=1e-6)
 
 
+def test_mixture_config_leaves_the_components_embedding_init_to_them(tmp_path):
+    """The quick LSTM's components use N(0, 1) embeddings; the mixture (no embeddings) must still
+    validate, with or without the user's --set model.init."""
+    from groklab.protocols.base import base_config
+    from groklab.protocols.mixture import mixture_config
+
+    base = base_config("lstm", quick=True)
+    assert base.model.init == "torch"
+    for overrides in ((), ("model.init=torch", "train.steps=50")):
+        cfg = mixture_config(base, 1, 2, 10.0, 1.0, Store(tmp_path / "runs"), quick=True, overrides=overrides)
+        assert (cfg.model.name, cfg.model.init, cfg.model.mix_mem) == ("mixture", "scaled", 1)
+    assert cfg.train.steps == 50
+
+
 def test_mixture_needs_its_runs_at_the_config_boundary():
     with pytest.raises(ConfigError, match=r"model.mix_mem=None must be the id of a stored run"):
         load_config("quickstart", ["model.name=mixture"])

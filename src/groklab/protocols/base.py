@@ -24,12 +24,15 @@ QUICK = {
                     "train.steps=6000", "train.eval_every=50"],
     # The tiny recurrent recipe of docs/phenomena.md ("Tiny recurrent recipes"): one layer on the
     # sequence format, mod 23, 90 % of pairs, N(0, 1) embeddings, lr 3e-3, wd 1, full batch. Measured
-    # (lstm-seq-add so shrunk, seed 0): train 99 % at 100, val 99 % at 1 300; the vanilla RNN: 150 / 600.
+    # (lstm-seq-add so shrunk, seed 0): train 99 % at 100, val 99 % at 1 300.
     "lstm": ["data.p=23", "data.fmt=\"seq\"", "data.frac_train=0.9", "model.n_layers=1", "model.d_model=32",
              "model.d_hidden=64", "model.dropout=0", "model.init=\"torch\"", "optim.lr=3e-3", "optim.weight_decay=1.0",
              "train.batch_size=\"full\"", "train.steps=4000", "train.eval_every=50"],
 }
-QUICK["gru"] = QUICK["rnn"] = QUICK["lstm"]
+QUICK["gru"] = QUICK["lstm"]  # not measured for the GRU
+# The vanilla RNN generalizes better here with the scaled embeddings (measured at 90 %: val 99 % at
+# 600 and held; with N(0, 1) embeddings 0.99 at 2 750 but 0.981 at 4 000).
+QUICK["rnn"] = [o for o in QUICK["lstm"] if not o.startswith("model.init=")]
 
 
 def base_config(arch: str, quick: bool = False, overrides: Sequence[str] = ()) -> RunCfg:

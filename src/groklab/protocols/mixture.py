@@ -48,9 +48,13 @@ def mixture_config(base: RunCfg, c_mem: int, c_gen: int, w_mem2: float, w_gen2: 
     over = {"model.name": "mixture", "model.mix_mem": c_mem, "model.mix_gen": c_gen,
             "model.mix_store": str(store.paths.root.resolve()), "model.mix_w_mem2": float(w_mem2),
             "model.mix_w_gen2": float(w_gen2), "model.dropout": 0.0, "data.label_noise": 0.0,
-            "train.steps": MIX_STEPS[quick], "train.early_stop": False, "train.phases": [], **MIX_OPTIM}
+            "train.steps": MIX_STEPS[quick], "train.early_stop": False, "train.phases": [], "model.init": "scaled",
+            **MIX_OPTIM}
     cfg = with_overrides(base, over)
-    cfg = with_overrides(cfg, list(overrides)) if overrides else cfg
+    # The user's --set again (it may tune the mixture run), less the components' embedding init: the
+    # mixture has no embeddings of its own, and its components keep the init they were trained with.
+    mine = [o for o in overrides if not o.replace(" ", "").startswith("model.init=")]
+    cfg = with_overrides(cfg, mine) if mine else cfg
     return RunCfg(name=f"mixture-{w_mem2:g}-{w_gen2:g}", description="mixture w_mem·C_mem + w_gen·C_gen",
                   data=cfg.data, model=cfg.model, optim=cfg.optim, train=cfg.train)
 
