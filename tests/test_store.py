@@ -11,7 +11,7 @@ import torch
 
 from groklab import load_run, with_overrides
 from groklab.api import resume
-from groklab.store import SCHEMA_VERSION, Store
+from groklab.store import SCHEMA_VERSION, Store, StoreError
 from groklab.train import train
 from groklab.train.checkpoint import member_weights
 
@@ -60,6 +60,34 @@ def test_store_survives_concurrent_writers(tmp_path):
     rows = st.list()
     assert len(rows) == 120 and all(r["status"] == "finished" for r in rows)
     assert st.conn.execute("SELECT COUNT(*) FROM metrics").fetchone()[0] == 120 * 20
+
+
+def test_store_retries_a_transient_disk_io_error(tmp_path, monkeypatch):
+    """SQLite's rare "disk I/O error" while several processes open one WAL store at once (seen once
+    in the concurrent-writers test under load) is retried; other errors are not."""
+    import sqlite3
+
+    from groklab import store as store_mod
+
+    real, calls = sqlite3.connect, []
+
+    def flaky(*a, **kw):
+        calls.append(1)
+        if len(calls) <= 2:
+            raise sqlite3.OperationalError("disk I/O error")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(store_mod.sqlite3, "connect", flaky)
+    st = Store(tmp_path / "runs")
+    st.create_runs(["{}"], ["a"], "g", {})
+    assert len(calls) == 3 and len(st.list()) == 1
+
+    def broken(*a, **kw):
+        raise sqlite3.OperationalError("database disk image is malformed")
+
+    monkeypatch.setattr(store_mod.sqlite3, "connect", broken)
+    with pytest.raises(StoreError, match="not a groklab store"):
+        Store(tmp_path / "other").conn
 
 
 def _groklab(*args, env=None):

@@ -160,7 +160,7 @@ class Store:
     @property
     def conn(self) -> sqlite3.Connection:
         if self._conn is None:
-            self._conn = self._open()
+            self._conn = _retry_io(self._open)
         return self._conn
 
     def _open(self) -> sqlite3.Connection:
@@ -239,7 +239,7 @@ class Store:
         """One write transaction: all of it is committed or none of it."""
         conn = self.conn
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            _retry_io(lambda: conn.execute("BEGIN IMMEDIATE"))
         except sqlite3.Error as e:
             raise self._error(e) from None
         try:
@@ -366,6 +366,19 @@ class Store:
             frames.append(pd.DataFrame(rows, columns=["run_id", "step", "key", "value"]))
         out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run_id", "step", "key", "value"])
         return out.astype({"run_id": "int64", "step": "int64", "key": "object", "value": "float64"})
+
+
+def _retry_io(fn, tries: int = 6, wait: float = 0.05):
+    """Call `fn`, again after a short wait when SQLite reports a transient "disk I/O error": seen
+    (rarely, under load) when several processes open one WAL store at once while its shared-memory
+    index is being rebuilt. Anything else, or the last try's error, propagates."""
+    for attempt in range(tries):
+        try:
+            return fn()
+        except (sqlite3.OperationalError, StoreError) as e:
+            if "disk I/O error" not in str(e) or attempt == tries - 1:
+                raise
+            time.sleep(wait * 2 ** attempt)
 
 
 def liveness(row: dict[str, Any], now: float | None = None) -> bool | None:
