@@ -69,8 +69,12 @@ def test_presets_resolve_and_grid_on_a_run_preset():
     cfgs = expand(spec)
     assert spec.name == "mlp-fraction" and len(cfgs) == 9 * 2
     assert all(c.train.early_stop for c in cfgs)
-    for name in ("mlp-lr-wd", "repro-fraction", "mystery-semigrok"):
-        assert expand(load_spec(name))
+    from groklab.sweep.spec import list_sweep_presets
+
+    for name in list_sweep_presets():  # every shipped sweep preset expands to valid configs
+        assert expand(load_spec(name)), name
+    tf = expand(load_spec("transformer-fraction"))
+    assert sorted({c.data.frac_train for c in tf}) == [0.4, 0.5, 0.6, 0.7] and tf[0].train.loss == "ce64"
     spec = load_spec("quickstart", grid=parse_grid(["data.frac_train=0.3,0.5"]), seeds=2)
     assert spec.name == "quickstart-frac_train" and len(expand(spec)) == 4
 
