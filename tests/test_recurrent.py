@@ -19,7 +19,7 @@ FORMATS = {  # name → DataCfg; every token format a recurrent model must read
     "seq": DataCfg(p=11, fmt="seq"),
     "kwise": DataCfg(task="kwise", p=5, k=3),
 }
-PRESETS = ("lstm-add97", "lstm-add97-wd03", "gru-add97", "lstm-seq-add", "rnn-seq-add", "rnn-add97")
+PRESETS = ("lstm-add97", "lstm-add97-wd03", "lstm1-add97", "gru-add97", "lstm-seq-add", "rnn-seq-add", "rnn-add97")
 
 
 def _task(fmt: str):
@@ -189,6 +189,21 @@ def test_tiny_vanilla_rnn_fits_then_generalizes():
     (res,) = train(load_config("lstm-add97", TINY_RNN), progress=False)
     s = res.summary
     assert s["train_acc"] >= 0.99 and s["val_acc"] >= 0.95, s
+    assert s["step_val_99"] is not None and s["step_val_99"] >= 5 * s["step_train_99"], s
+
+
+# gru-add97 shrunk (1 GRU layer, N(0, 1) embeddings, `[x, +, y, =]`): x+y mod 23 with 90 % of pairs,
+# embedding 32, hidden 64, full batch, AdamW lr 3e-3 wd 1. Measured (seeds 0 / 1 / 2): train 99 % at
+# step 150, val 99 % at 1200 / 1600 / 1350; with wd 0.3 none reaches 99 % by step 3000 (0.94 / 0.30 / 0.25).
+TINY_GRU = ["data.p=23", "data.frac_train=0.9", "model.d_model=32", "model.d_hidden=64", "optim.weight_decay=1.0",
+            "train.batch_size=full", "train.steps=3000", "train.eval_every=50", "train.eval_log_points=0",
+            "train.threads=1", "train.early_stop=true", "train.early_stop_patience=2"]
+
+
+def test_tiny_gru_fits_then_generalizes():
+    (res,) = train(load_config("gru-add97", TINY_GRU), progress=False)
+    s = res.summary
+    assert s["train_acc"] >= 0.99 and s["val_acc"] >= 0.99, s
     assert s["step_val_99"] is not None and s["step_val_99"] >= 5 * s["step_train_99"], s
 
 
