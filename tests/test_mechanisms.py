@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from groklab import load_config
 from groklab.analysis.fourier import (fourier_basis, frequency_norms, gini, key_frequencies,
                                       restricted_excluded_loss, split_logits)
-from groklab.config import ConfigError
+from groklab.config import ConfigError, flatten
 from groklab.store import Store
 from groklab.train import train
 
@@ -271,6 +271,21 @@ def test_mixture_config_leaves_the_components_embedding_init_to_them(tmp_path):
         cfg = mixture_config(base, 1, 2, 10.0, 1.0, Store(tmp_path / "runs"), quick=True, overrides=overrides)
         assert (cfg.model.name, cfg.model.init, cfg.model.mix_mem) == ("mixture", "scaled", 1)
     assert cfg.train.steps == 50
+
+
+def test_quick_lstm_base_is_the_measured_tiny_recipe_whichever_lstm_preset_it_starts_from():
+    """The LSTM protocols start from lstm1-add97 at full size; their quick size must stay the tiny
+    recipe measured from lstm-add97 (docs/claims.md), so only the name, the description and the early
+    stop the protocols set themselves may differ."""
+    from groklab.protocols.base import QUICK, base_config
+
+    def fields(cfg):
+        return {k: v for k, v in flatten(cfg).items()
+                if k not in ("name", "description", "train.early_stop")}
+
+    assert fields(base_config("lstm", quick=True)) == \
+        fields(load_config("lstm-add97", ["train.threads=1", *QUICK["lstm"]]))
+    assert base_config("lstm").model.n_layers == 1  # the full size is the LSTM that groks in minutes
 
 
 def test_mixture_needs_its_runs_at_the_config_boundary():

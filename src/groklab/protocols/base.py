@@ -12,7 +12,7 @@ from ..config import ConfigError, RunCfg, load_config
 
 # The preset each architecture's C_mem / C_gen start from (x+y mod p in every case). The LSTM and GRU
 # ones generalize within a few thousand steps at full size (lstm-add97, the study's LSTM, takes > 18k);
-# QUICK overrides every field in which lstm1-add97 and lstm-add97 differ.
+# QUICK overrides every other field in which lstm1-add97 and lstm-add97 differ (the protocols set early stop).
 ARCH_PRESETS = {"mlp": "quickstart", "transformer": "nanda2023", "lstm": "lstm1-add97", "gru": "gru-add97",
                 "rnn": "rnn-seq-add"}
 
