@@ -8,6 +8,12 @@ from groklab import load_config
 
 torch.set_num_threads(1)
 
+# Bitwise repeatability and member == solo to ~1e-5 are guarantees of the CPU (docs/gpu.md: on CUDA,
+# kernels round differently for N members and for 1, and resumed runs agree within rtol 1e-3). A
+# test asserting them pins the CPU, so the suite also passes with train.device = auto on a CUDA
+# machine; test_cuda.py checks the same properties on CUDA within the documented tolerance.
+CPU = "train.device=cpu"
+
 # A problem that groks in ~2 s on one thread: train 99 % near step 550, val 99 % near 1550 (seed 0).
 TINY_GROK = ["data.p=47", "data.frac_train=0.4", "model.d_model=64", "model.d_hidden=128", "optim.lr=3e-3",
              "train.steps=4000", "train.threads=1", "train.batch_size=128", "train.eval_every=50"]

@@ -18,10 +18,11 @@ from groklab.sweep import load_spec, run_sweep
 from groklab.train import train
 from groklab.train.checkpoint import read_tensors
 
-from conftest import tiny
+from conftest import CPU, tiny
 
 WRITERS, RUNS = 4, 25
-QUICK = ["train.eval_every=5", "train.checkpoint_every=5", "train.eval_log_points=0"]
+# The writers are forked: a forked child cannot use a CUDA context its parent made, so they train on the CPU.
+QUICK = ["train.eval_every=5", "train.checkpoint_every=5", "train.eval_log_points=0", CPU]
 
 
 def _writer(root: str, w: int) -> None:

@@ -120,6 +120,20 @@ def test_compiled_step_is_captured_and_follows_the_eager_run():
         close(c.metrics, e.metrics)
 
 
+@pytest.mark.xfail(DEVICE == "cuda", strict=False,
+                   reason="seen on an H100 (second lease): with label noise differing between members the capture "
+                          "failed ('operation not permitted when stream is capturing') and the run fell back to "
+                          "eager steps; not investigated without a device")
+def test_members_with_different_label_noise_are_captured_in_one_graph():
+    members = pair(cuda(steps=40), **{"data.label_noise": 0.3})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(members, progress=False)
+    failed = [str(w.message) for w in caught if "capture failed" in str(w.message)]
+    print("label-noise members:", failed or "captured in one graph")  # the device log keeps the error text
+    assert not failed
+
+
 def test_deterministic_runs_repeat_bitwise_and_member_equals_solo():
     base = cuda(*TRANSFORMER, "model.dropout=0.1", "train.deterministic=true", steps=80)
     a, b = (train(base, progress=False)[0].metrics for _ in range(2))

@@ -9,7 +9,7 @@ from groklab.config import ConfigError
 from groklab.train import check_ensemble, train
 from groklab.train.schedule import eval_steps, lr_factor
 
-from conftest import tiny
+from conftest import CPU, tiny
 
 
 def test_tiny_problem_groks_with_a_delay(tiny_grok_cfg):
@@ -34,7 +34,7 @@ def _assert_same_history(a, b, cols=("train_loss", "val_loss", "train_acc", "val
 def test_ensemble_member_matches_solo_run(model):
     extra = [] if model == "mlp" else ["model.name=transformer", "model.d_model=32", "model.n_heads=2",
                                          "model.d_mlp=64", "model.n_layers=1"]
-    base = tiny("quickstart", *extra, steps=200)
+    base = tiny("quickstart", *extra, CPU, steps=200)
     members = [with_overrides(base, {"train.seed": 0, "optim.weight_decay": 1.0}),
                with_overrides(base, {"train.seed": 3, "optim.weight_decay": 0.3, "optim.lr": 2e-3,
                                      "data.frac_train": 0.6, "data.split_seed": 2})]
@@ -45,7 +45,7 @@ def test_ensemble_member_matches_solo_run(model):
 
 
 def test_same_config_same_metrics():
-    cfg = tiny(steps=120)
+    cfg = tiny("quickstart", CPU, steps=120)
     a, b = train(cfg, progress=False)[0], train(cfg, progress=False)[0]
     assert a.metrics[["train_loss", "val_loss"]].equals(b.metrics[["train_loss", "val_loss"]])
 
@@ -131,7 +131,7 @@ def test_compiled_step_trains_like_the_eager_step():
     # train.compile fuses the step's forward and loss with torch.compile (inductor's C++ backend on
     # the CPU): the same run within float rounding, and the compiled frame really ran.
     from torch._dynamo.utils import counters
-    cfg = tiny(steps=40)
+    cfg = tiny("quickstart", CPU, steps=40)
     counters.clear()
     compiled = train(with_overrides(cfg, {"train.compile": True}), progress=False)[0].metrics
     assert counters["stats"]["unique_graphs"] >= 1, dict(counters["stats"])

@@ -16,6 +16,8 @@ from groklab.models.mlp import MLP
 from groklab.sweep import expand, load_spec
 from groklab.train import train
 
+from conftest import CPU
+
 DOC = Path(__file__).resolve().parents[1] / "docs" / "extending.md"
 BASE = ["data.task=parity", "model.name=bag", "model.d_model=16", "model.d_hidden=32", "train.steps=30",
         "train.eval_every=10", "train.batch_size=32", "train.threads=1", "data.frac_train=0.5"]
@@ -44,8 +46,8 @@ def test_doc_task_and_model_train(extensions):
 
 
 def test_doc_extension_ensemble_member_equals_solo(extensions):
-    a = load_config("quickstart", BASE + ["train.seed=0", "model.options.pool=mean"])
-    b = load_config("quickstart", BASE + ["train.seed=5", "optim.lr=2e-3", "model.options.pool=mean"])
+    a = load_config("quickstart", BASE + [CPU, "train.seed=0", "model.options.pool=mean"])
+    b = load_config("quickstart", BASE + [CPU, "train.seed=5", "optim.lr=2e-3", "model.options.pool=mean"])
     ens = train([a, b], progress=False)
     solo = train(b, progress=False)[0]
     for col in ("train_loss", "val_loss", "param_norm"):

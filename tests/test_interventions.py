@@ -10,7 +10,7 @@ from groklab.train import train
 from groklab.train.interventions import INTERVENTIONS, grokfast_ema, grokfast_ma, orthogonal_grad
 from groklab.train.losses import LOSSES, stablemax_s
 
-from conftest import TINY_GROK, tiny
+from conftest import CPU, TINY_GROK, tiny
 from test_engine import _assert_same_history
 
 
@@ -137,7 +137,7 @@ def test_orthogonal_grad_matches_hand_computation():
     {"data.label_noise": [0.1, 0.3]},
 ])
 def test_member_matches_solo_with_intervention(vary):
-    base = tiny(steps=150)
+    base = tiny("quickstart", CPU, steps=150)
     members = [with_overrides(base, {"train.seed": i, **{k: (v[i] if isinstance(v, list) else v)
                                                           for k, v in vary.items()}}) for i in (0, 1)]
     ens = train(members, progress=False)

@@ -34,13 +34,13 @@ from groklab.train import checkpoint as ckpt_mod
 from groklab.train import train
 from groklab.train.checkpoint import read_tensors
 
-from conftest import tiny
+from conftest import CPU, tiny
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX)")
 
 SEED = 14  # the kill schedule is drawn from this: the same moments on every run of the suite
 STEPS = 150
-EXTRA = ["train.checkpoint_every=15", "model.dropout=0.1"]  # dropout: the global RNG must resume too
+EXTRA = ["train.checkpoint_every=15", "model.dropout=0.1", CPU]  # dropout: its masks follow the resumed step
 VOLATILE = {"wall_time", "wall_seconds", "steps_per_second"}  # clocks, not results
 
 

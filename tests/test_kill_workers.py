@@ -19,13 +19,15 @@ from groklab.sweep import expand, load_spec, run_sweep
 from groklab.train import train
 from groklab.train.checkpoint import read_tensors
 
+from conftest import CPU
 from test_kill_anywhere import SEED, STEPS, VOLATILE, _assert_same, _db
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
 
 RNG = random.Random(SEED + 1)
+# CPU: a process pool to kill (a GPU sweep trains in-process) and resumes equal bit for bit.
 SET = ["data.p=23", "train.threads=1", f"train.steps={STEPS}", "train.eval_every=20", "train.batch_size=64",
-       "train.early_stop=false", "train.checkpoint_every=15", "model.dropout=0.1"]
+       "train.early_stop=false", "train.checkpoint_every=15", "model.dropout=0.1", CPU]
 
 
 def _spec(name: str, fracs: tuple[float, ...]):

@@ -12,6 +12,7 @@ from groklab.config import ConfigError
 from groklab.data import TASKS
 from groklab.train import train
 
+from conftest import CPU
 from test_real_data import DATA, needs_data
 
 pytestmark = needs_data
@@ -38,7 +39,7 @@ def test_short_mnist_run_learns_and_large_init_memorizes_first():
 
 
 def test_init_scale_multiplies_the_initial_norm_and_members_match_solo():
-    cfgs = [with_overrides(mnist(steps=20), {"model.init_scale": a}) for a in (1.0, 8.0)]
+    cfgs = [with_overrides(mnist(CPU, steps=20), {"model.init_scale": a}) for a in (1.0, 8.0)]
     ens = train(cfgs, progress=False)
     n1, n8 = (r.metrics.set_index("step").loc[0, "param_norm"] for r in ens)
     assert n8 / n1 == pytest.approx(8.0, rel=1e-5)          # same seed, same draws, scaled by α

@@ -11,7 +11,7 @@ from groklab.data.algorithmic import special_tokens
 from groklab.models import MODELS, build_model
 from groklab.train import train
 
-from conftest import tiny
+from conftest import CPU, tiny
 
 RECURRENT = ("rnn", "gru", "lstm")
 FORMATS = {  # name → DataCfg; every token format a recurrent model must read
@@ -143,8 +143,8 @@ def test_formats_feed_the_documented_sequence_in_order(fmt, expected):
 
 
 def test_ensemble_member_matches_solo_run():
-    """train([a, b]) member b equals train(b) (dropout off: its masks come from the global stream)."""
-    base = tiny("lstm-add97", "model.d_model=16", "model.d_hidden=32", "model.dropout=0", steps=300)
+    """train([a, b]) member b equals train(b) over 300 steps."""
+    base = tiny("lstm-add97", "model.d_model=16", "model.d_hidden=32", "model.dropout=0", CPU, steps=300)
     members = [with_overrides(base, {"train.seed": 0, "optim.weight_decay": 1.0}),
                with_overrides(base, {"train.seed": 3, "optim.weight_decay": 0.3, "optim.lr": 2e-3,
                                      "data.frac_train": 0.6, "data.split_seed": 2})]

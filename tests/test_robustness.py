@@ -31,7 +31,7 @@ from groklab.train import checkpoint as ckpt_mod
 from groklab.train import train
 from groklab.train.checkpoint import read_tensors
 
-from conftest import tiny
+from conftest import CPU, tiny
 
 QUICK = ["--set", "data.p=23", "--set", "train.threads=1", "--set", "train.batch_size=64", "--set",
          "train.eval_every=10", "--set", "train.checkpoint_every=10", "--set", "train.early_stop=false"]
@@ -161,7 +161,7 @@ def test_disk_full_while_checkpointing(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(ckpt_mod, "_write_all", full_on_third)
     root = tmp_path / "runs"
     args = ["run", "quickstart", "-q", "--store", str(root), *QUICK, "--set", "train.steps=60",
-            "--set", "model.dropout=0.1"]
+            "--set", "model.dropout=0.1", "--set", CPU]
     assert main(args) == 2
     line = _one_error_line(capsys)
     assert "the disk is full" in line and "the previous one is intact" in line
@@ -205,7 +205,7 @@ def test_disk_full_while_writing_the_store(tmp_path, capsys, monkeypatch):
 # ---------------------------------------------------------------- numerics
 
 def test_poisoned_member_diverges_alone():
-    base = with_overrides(tiny(steps=100), {"optim.name": "sgd", "optim.lr": 0.05})
+    base = with_overrides(tiny("quickstart", CPU, steps=100), {"optim.name": "sgd", "optim.lr": 0.05})
     members = [with_overrides(base, {"name": f"m{i}", "train.seed": i}) for i in range(3)]
     poisoned = list(members)
     poisoned[1] = with_overrides(members[1], {"optim.lr": 1e12})

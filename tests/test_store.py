@@ -15,7 +15,7 @@ from groklab.store import SCHEMA_VERSION, Store, StoreError
 from groklab.train import train
 from groklab.train.checkpoint import member_weights
 
-from conftest import tiny
+from conftest import CPU, tiny
 
 
 def test_store_round_trip(store):
@@ -96,7 +96,7 @@ def _groklab(*args, env=None):
 
 
 RESUME_SET = ["data.p=23", "train.threads=1", "train.steps=1500", "train.eval_every=50", "train.batch_size=64",
-              "train.checkpoint_every=100", "model.dropout=0.1"]
+              "train.checkpoint_every=100", "model.dropout=0.1", CPU]
 
 
 def test_resume_after_sigkill_matches_uninterrupted(tmp_path):

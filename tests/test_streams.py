@@ -9,7 +9,7 @@ from groklab.rng import DROPOUT, SAMPLE, hash_bits, keep_mask, member_keys
 from groklab.train import train
 from groklab.train.sampler import Sampler
 
-from conftest import MEMBER_COLS, member_and_solo, tiny
+from conftest import CPU, MEMBER_COLS, member_and_solo, tiny
 
 
 def test_stream_values_are_stable():
@@ -110,12 +110,22 @@ def test_cuda_device_without_cuda_is_a_clear_error():
         train(load_config("quickstart", ["train.device=cuda", "train.steps=5"]), progress=False)
 
 
+def test_cuda_index_beyond_the_machines_devices_is_a_clear_error(monkeypatch):
+    from groklab.train.engine import resolve_device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)   # a machine with two GPUs
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == torch.device("cuda:1")
+    with pytest.raises(ConfigError, match=r"train.device='cuda:2' but this machine has 2 CUDA device\(s\): "
+                                          r"'cuda:0', 'cuda:1'"):
+        resolve_device("cuda:2")
+
+
 def test_full_batch_member_beside_a_larger_set_is_close_to_solo():
     """Full-batch members are padded to the largest training set: a member beside a larger set is
     not bitwise equal to its solo run, but equal within float rounding (docs/gpu.md); beside a
     smaller set it is bitwise equal."""
     common = ["data.p=23", "model.d_model=32", "model.d_hidden=64", "train.batch_size=full", "train.steps=50",
-              "train.eval_every=50", "train.eval_log_points=0", "train.threads=1", "optim.lr=3e-3"]
+              "train.eval_every=50", "train.eval_log_points=0", "train.threads=1", "optim.lr=3e-3", CPU]
     cfg = {f: load_config("lstm-seq-add", [*common, f"data.frac_train={f}"]) for f in (0.6, 0.8, 0.9)}
     solo = train(cfg[0.8], progress=False)[0].summary
     beside_smaller = train([cfg[0.8], cfg[0.6]], progress=False)[0].summary

@@ -12,6 +12,8 @@ from groklab.sweep import load_spec, expand, parse_grid, plan_sweep, pack_groups
 from groklab.sweep.plan import Resources, default_pack, member_bytes, pack_signature
 from groklab.sweep.spec import axis_values
 
+from conftest import CPU
+
 TINY = ["data.p=23", "train.threads=1", "train.steps=60", "train.eval_every=20", "train.batch_size=64",
         "train.early_stop=false"]
 CPU2 = Resources(cpus=2)
@@ -131,7 +133,7 @@ def test_rerun_skips_finished_runs_without_duplicates(tmp_path):
 def test_interrupted_group_resumes_to_the_same_result(tmp_path, monkeypatch):
     import groklab.train as gt
 
-    spec = tiny_spec(fracs=(0.4,), extra=["train.checkpoint_every=20"])
+    spec = tiny_spec(fracs=(0.4,), extra=["train.checkpoint_every=20", CPU])
     ref = run_sweep(spec, store=Store(tmp_path / "ref"), workers=1).outcomes[0].summaries[0]
 
     real = gt.train
@@ -217,14 +219,15 @@ def test_failed_group_is_reported_and_retried(tmp_path, monkeypatch):
 
 def test_ray_matches_local_and_reports_failures(tmp_path):
     ray = pytest.importorskip("ray")
-    spec = tiny_spec(fracs=(0.3, 0.6), seeds=(0, 1))
+    spec = tiny_spec(fracs=(0.3, 0.6), seeds=(0, 1), extra=[CPU])
     local_store, ray_store = Store(tmp_path / "local"), Store(tmp_path / "ray")
     run_sweep(spec, store=local_store, workers=1)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         report = run_sweep(spec, store=ray_store, backend="ray")
         assert not report.failed and report.plan.threads == 1
-        bad = run_sweep(tiny_spec(name="bad", fracs=(0.4,), extra=["train.device=cuda"]), store=ray_store,
+        # A device no machine here has: the worker's run fails (on a CUDA machine too).
+        bad = run_sweep(tiny_spec(name="bad", fracs=(0.4,), extra=["train.device=cuda:99"]), store=ray_store,
                         backend="ray", max_retries=1)
     finally:
         ray.shutdown()

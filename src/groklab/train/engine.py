@@ -80,6 +80,10 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"train.device={name!r} but no CUDA device is available (use 'auto' or 'cpu')")
+    if name.startswith("cuda:") and int(name[5:]) >= (count := torch.cuda.device_count()):
+        # Caught here, not as "invalid device ordinal" from the first tensor moved there.
+        raise ConfigError(f"train.device={name!r} but this machine has {count} CUDA device(s): "
+                          f"{', '.join(repr(f'cuda:{i}') for i in range(count))}")
     return torch.device(name)
 
 
