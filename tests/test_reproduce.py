@@ -265,6 +265,15 @@ def test_final_in_band_and_shorter_delay():
     assert fib.evaluate(_ev(main=[_run(middling), _run(NEVER)])).verdict == REPRODUCED
     assert fib.evaluate(_ev(main=[_run(GROK_SOON), _run(NEVER[:5] + [0.1])])).verdict == NOT_REPRODUCED
     assert fib.evaluate(_ev(main=[_run(NEVER[:5] + [0.1])])).verdict == INCONCLUSIVE  # all below: no straddle
+    # hold: a plateau in the band, not a late grokker passing through it when the budget ends
+    climbing = [0.0, 0.0, 0.0, 0.0, 0.1, 0.5]
+    plateau = _check({"name": "final_in_band", "lo": 0.2, "hi": 0.8, "hold": 0.4})
+    assert fib.evaluate(_ev(main=[_run(climbing), _run(GROK_SOON)])).verdict == REPRODUCED
+    assert plateau.evaluate(_ev(main=[_run(climbing), _run(GROK_SOON)])).verdict == NOT_REPRODUCED
+    held = plateau.evaluate(_ev(main=[_run(middling), _run(GROK_SOON)]))
+    assert held.verdict == REPRODUCED and "over the last 40% of their steps" in held.measured
+    with pytest.raises(ConfigError, match=r"hold=1\.5 must be in \[0, 1\)"):
+        _check({"name": "final_in_band", "lo": 0.2, "hi": 0.8, "hold": 1.5})
     sd = _check({"name": "shorter_delay", "short": "a", "long": "b"})
     assert sd.evaluate(_ev(a=[_run(GROK_SOON)], b=[_run(GROK_LATE)])).verdict == REPRODUCED
     assert sd.evaluate(_ev(a=[_run(GROK_LATE)], b=[_run(GROK_SOON)])).verdict == NOT_REPRODUCED

@@ -399,24 +399,40 @@ class NormFallsWhileValRises:
 class FinalInBand:
     """Final val accuracy lies in [lo, hi] for `any` run of the group (e.g. semi-grokking's
     middling accuracy near D_crit) or for `all` of them. With `any`, runs that all end on one
-    side of the band did not straddle the transition: inconclusive."""
+    side of the band did not straddle the transition: inconclusive.
+
+    `hold` (a fraction of the run's steps) asks for a plateau, not a snapshot: every evaluation
+    in the run's last `hold` of its steps lies in the band. A run still climbing through the band
+    when its budget ends (a late grokker) is then not counted.
+    """
 
     lo: float
     hi: float
     group: str = "main"
     mode: str = "any"
+    hold: float = 0.0
 
     def __post_init__(self) -> None:
         if self.mode not in ("any", "all"):
             raise ConfigError(f"mode={self.mode!r} must be 'any' or 'all'")
+        if not 0 <= self.hold < 1:
+            raise ConfigError(f"hold={self.hold!r} must be in [0, 1) (a fraction of the run's steps)")
 
     def groups(self) -> tuple[str, ...]:
         return (self.group,)
 
+    def _inside(self, r) -> bool:
+        h = r.history
+        last = int(h["step"].iloc[-1])
+        tail = h[h["step"] >= last * (1 - self.hold)]["val_acc"]
+        return bool(((tail >= self.lo) & (tail <= self.hi)).all())
+
     def evaluate(self, ev: Evidence) -> Outcome:
-        vals = [r.metrics.final_val_acc for r in ev[self.group].runs]
-        inside = [self.lo <= v <= self.hi for v in vals]
-        text = f"final val {', '.join(f'{v:.3f}' for v in vals)} ({sum(inside)} in [{self.lo:g}, {self.hi:g}])"
+        runs = ev[self.group].runs
+        vals = [r.metrics.final_val_acc for r in runs]
+        inside = [self._inside(r) for r in runs]
+        over = f" over the last {self.hold:.0%} of their steps" if self.hold else ""
+        text = f"final val {', '.join(f'{v:.3f}' for v in vals)} ({sum(inside)} in [{self.lo:g}, {self.hi:g}]{over})"
         ok = any(inside) if self.mode == "any" else all(inside)
         verdict = REPRODUCED if ok else PARTIAL if any(inside) else NOT_REPRODUCED
         if self.mode == "any" and not ok and (all(v < self.lo for v in vals) or all(v > self.hi for v in vals)):
