@@ -12,6 +12,8 @@ budget of a quick size), and always reports the figure it measured.
 """
 from __future__ import annotations
 
+import functools
+import json
 import math
 import statistics
 from dataclasses import dataclass, fields
@@ -255,6 +257,21 @@ class ValContrast:
         return Outcome(verdict, text, {"good": g, "poor": p})
 
 
+@functools.lru_cache(maxsize=64)
+def _chance_of(data_json: str) -> float | None:
+    from ..config import DataCfg, from_dict
+    from ..data import TASKS
+    cfg = from_dict(DataCfg, json.loads(data_json))
+    task = TASKS.get(cfg.task)().build(cfg)
+    return None if task.regression else 1.0 / task.n_out
+
+
+def chance(cfg) -> float | None:
+    """Validation accuracy of a uniform guess for the run's task (1 / classes; None for regression)."""
+    from ..config import to_dict
+    return _chance_of(json.dumps(to_dict(cfg.data), sort_keys=True))
+
+
 @criterion("val_drop")
 @dataclass(frozen=True)
 class ValDrop:
@@ -279,7 +296,9 @@ class ValDrop:
             before = float(before_rows["val_acc"].iloc[-1]) if len(before_rows) else math.nan
             after = r.metrics.final_val_acc
             figs.append((before, after))
-            parts.append(f"val {before:.3f} at step {start} → {after:.3f} at {r.metrics.steps}")
+            c = chance(r.config)  # a memorizer can end below it: it avoids the held-out answers
+            parts.append(f"val {before:.3f} at step {start} → {after:.3f} at {r.metrics.steps}"
+                         + (f" (chance {c:.3f})" if c is not None else ""))
             if not before >= self.before_min:
                 votes.append(None)
             else:
