@@ -12,7 +12,6 @@ budget of a quick size), and always reports the figure it measured.
 """
 from __future__ import annotations
 
-import functools
 import json
 import math
 import statistics
@@ -257,19 +256,22 @@ class ValContrast:
         return Outcome(verdict, text, {"good": g, "poor": p})
 
 
-@functools.lru_cache(maxsize=64)
-def _chance_of(data_json: str) -> float | None:
-    from ..config import DataCfg, from_dict
-    from ..data import TASKS
-    cfg = from_dict(DataCfg, json.loads(data_json))
-    task = TASKS.get(cfg.task)().build(cfg)
-    return None if task.regression else 1.0 / task.n_out
+_CHANCE: dict[str, float | None] = {}  # by data config: building a task once per claim table is enough
 
 
 def chance(cfg) -> float | None:
-    """Validation accuracy of a uniform guess for the run's task (1 / classes; None for regression)."""
+    """Validation accuracy of a uniform guess for the run's task: 1 / classes (None for regression,
+    or when the task's data cannot be built here)."""
     from ..config import to_dict
-    return _chance_of(json.dumps(to_dict(cfg.data), sort_keys=True))
+    from ..data import TASKS
+    key = json.dumps(to_dict(cfg.data), sort_keys=True)
+    if key not in _CHANCE:
+        try:
+            task = TASKS.get(cfg.data.task)().build(cfg.data)
+            _CHANCE[key] = None if task.regression else 1.0 / task.n_out
+        except Exception:  # noqa: BLE001 - a missing data file must not stop the verdict
+            _CHANCE[key] = None
+    return _CHANCE[key]
 
 
 @criterion("val_drop")
