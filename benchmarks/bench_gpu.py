@@ -8,6 +8,8 @@
    torch.optim.AdamW, device-side minibatches, evaluation every 100 steps), two alternations each;
 3. ensembles: member-steps/s of N members (nanda2023 N = 64, 256; power2022-add97 N = 32;
    quickstart N = 256) against the solo rate, and attention as SDPA vs broadcast products;
+3b. sweep: `repro-fraction` (13 fractions x 3 seeds of a p = 97 Transformer) as one ensemble, steps/s
+   under fp32, tf32 + compile and bf16 + compile, and the minutes its 1e5-step cap would take;
 4. time to grok: nanda2023 solo to val 99 % (early stop), wall seconds and step;
 5. precision: 8 nanda2023 seeds in one ensemble under fp32, tf32 and bf16: steps to val 99 %;
 6. compile: nanda2023 N = 64 member-steps/s with `train.compile` off and on, per precision (and N = 256);
@@ -109,11 +111,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="tiny step counts (checks the script, e.g. on a CPU)")
     ap.add_argument("--skip", default="", help="comma-separated sections to skip: "
-                                               "solo,plain,ensemble,grok,precision,compile")
+                                               "solo,plain,ensemble,sweep,grok,precision,compile")
     ap.add_argument("--only", default="", help="comma-separated sections to run (all but profile by default)")
     ap.add_argument("--compile", action="store_true", help="train.compile=true in the grok and precision sections")
     args = ap.parse_args()
-    sections = {"solo", "plain", "ensemble", "grok", "precision", "compile", "profile"}
+    sections = {"solo", "plain", "ensemble", "sweep", "grok", "precision", "compile", "profile"}
     run = set(args.only.split(",")) if args.only else sections - {"profile"}
     skip = sections - run | set(args.skip.split(","))
     comp = [f"train.compile={str(args.compile).lower()}"]
@@ -163,13 +165,19 @@ def main() -> None:
             tmod._use_broadcast = saved
         out(f"nanda2023 N={n} attention: SDPA vs broadcast (member-steps/s)",
             f"{rates['SDPA']:.0f} vs {rates['broadcast']:.0f}")
-        reps = 39 if not q else 3  # repro-fraction's 13 fractions x 3 seeds, as one ensemble
-        fr = [with_overrides(cfg_for("repro-transformer", ens_steps), {"train.seed": i % 3,
-                                                                       "data.frac_train": 0.2 + 0.05 * (i // 3)})
-              for i in range(reps)]
-        rate, _, peak = timed(fr, ens_warm)
-        out(f"repro-fraction as one ensemble ({reps} runs) steps/s", f"{rate:.0f} (1e5 steps: {1e5 / rate / 60:.1f} min; "
-            f"peak {peak:.1f} GB)")
+    if "sweep" not in skip:
+        # repro-fraction / mystery-semigrok: 13 fractions x 3 seeds of a p = 97 Transformer, one ensemble,
+        # up to 1e5 steps (the fractions that never generalize keep the ensemble running to the cap)
+        reps, (steps, w) = (3, (200, 100)) if q else (39, (600, 200))
+        for precision, on in (("fp32", "false"), ("tf32", "true"), ("bf16", "true")):
+            fr = [with_overrides(cfg_for("repro-transformer", steps, f"train.precision={precision}",
+                                         f"train.compile={on}"),
+                                 {"train.seed": i % 3, "data.frac_train": 0.2 + 0.05 * (i // 3)}) for i in range(reps)]
+            t = time.perf_counter()
+            rate, _, peak = timed(fr, w)
+            out(f"repro-fraction as one ensemble ({reps} runs), {precision} compile={on}: steps/s",
+                f"{rate:.0f} = {rate * reps:.0f} member-steps/s (1e5 steps: {1e5 / rate / 60:.1f} min; "
+                f"peak {peak:.1f} GB; call {time.perf_counter() - t:.0f} s)")
 
     if "grok" not in skip:
         cfg = load_config("nanda2023", [f"train.device={DEVICE}", "train.early_stop=true", "train.threads=1", *comp]

@@ -21,7 +21,9 @@ import os
 import random
 import signal
 import sqlite3
+import sys
 import time
+import traceback
 from contextlib import contextmanager
 
 import pytest
@@ -129,7 +131,10 @@ def _fork(root, cfgs, site: str, nth: int, frac: float, run_id: int | None) -> i
             else:
                 resume(run_id, store)
             code = 0
+        except BaseException:
+            traceback.print_exc()  # the parent's report shows why (os._exit skips Python's own print)
         finally:
+            sys.stderr.flush()
             os._exit(code)
     return pid
 
@@ -179,9 +184,9 @@ def _assert_intact(root) -> None:
         return
     with _db(root) as conn:
         check = conn.execute("PRAGMA integrity_check").fetchone()[0]
-        statuses = [r[0] for r in conn.execute("SELECT status FROM runs")]
+        rows = conn.execute("SELECT status, summary_json FROM runs").fetchall()
     assert check == "ok"
-    assert set(statuses) <= {"running"}
+    assert {status for status, _ in rows} <= {"running"}, rows  # a failed child printed its traceback
     for path in (root / "groups").glob("*/checkpoint.safetensors") if (root / "groups").exists() else ():
         read_tensors(path)  # raises CheckpointError on a torn, truncated or altered file
 

@@ -121,6 +121,45 @@ def test_local_sweep_worker_killed_resumes_exactly(tmp_path):
         _assert_same(got[name], want[name])
 
 
+def _pid_after(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def test_pool_workers_end_on_sigterm_when_idle_and_stop_once_when_busy(tmp_path):
+    """After one worker dies abruptly, Python >= 3.12 ends the pool's other workers with SIGTERM and
+    then joins them: a worker that ignored SIGTERM while idle hung the sweep there for ever (seen on
+    Python 3.12 in the test above). Idle, SIGTERM ends a worker; the driver's stop does not."""
+    from types import SimpleNamespace
+
+    from groklab.sweep.backends import STOP, PoolExecutor, _Worker
+
+    plan = SimpleNamespace(sweep="t", workers=2, resources=SimpleNamespace(kind="cpu", gpus=0))
+    ex = PoolExecutor(plan, Store(tmp_path / "runs"))
+    try:
+        futures = [ex.pool.submit(_pid_after, 1.0) for _ in range(2)]  # one on each worker
+        stopped, ended = sorted({f.result(timeout=60) for f in futures})
+        procs = ex.pool._processes  # pid -> multiprocessing.Process
+        os.kill(stopped, STOP)  # idle: starts no more groups, but stays for the pool's own shutdown
+        time.sleep(0.5)
+        assert procs[stopped].is_alive()
+        os.kill(ended, signal.SIGTERM)
+        procs[ended].join(timeout=20)
+        assert procs[ended].exitcode == 128 + signal.SIGTERM, "an idle worker ignored SIGTERM"
+    finally:
+        ex.broken = True  # a worker is gone: end the rest as after a crash
+        ex.close()
+    assert not any(p.is_alive() for p in procs.values())
+
+    # Busy: the first signal interrupts the group; a second, while its `stopped` rows are written, does not.
+    w = _Worker(None)
+    w._busy = True  # inside a group
+    with pytest.raises(KeyboardInterrupt):
+        w.on_signal(signal.SIGTERM, None)
+    w.on_signal(signal.SIGTERM, None)  # returns: the group is already stopping
+    w.on_signal(STOP, None)
+
+
 @pytest.mark.slow
 def test_ray_worker_killed_retry_resumes_from_checkpoint(tmp_path, monkeypatch):
     ray = pytest.importorskip("ray")

@@ -103,7 +103,7 @@ def test_planner_packs_compatible_and_splits_incompatible():
     assert plan_sweep("p", cfgs, None, resources=CPU2, workers=1).threads == 1  # the config's own setting
 
 
-def test_run_identity_and_gpu_pack_estimate():
+def test_run_identity_and_gpu_pack_estimate(tmp_path):
     a = load_config("quickstart", TINY)
     b = with_overrides(a, {"name": "other", "train.threads": "auto", "train.device": "cpu"})
     assert run_key(a) == run_key(b) != run_key(with_overrides(a, {"optim.lr": 2e-3}))
@@ -114,6 +114,10 @@ def test_run_identity_and_gpu_pack_estimate():
     # 256 nanda2023 members (full batch) fit an 80 GB card; on 8 GB free, far fewer
     assert default_pack(load_config("nanda2023"), big) == 256 > default_pack(load_config("nanda2023"),
                                                                             Resources(16, 1, 8 * 2**30)) > 8
+    # A task whose data is missing cannot be sized: one member per group, whose runs then fail at
+    # start with the data error, stored `failed` as on a CPU (seen on an H100: the planner raised).
+    missing = load_config("omnigrok-mnist", [f"data.data_dir={tmp_path / 'no-data'}"])
+    assert default_pack(missing, big) == 1
 
 
 # ---------------------------------------------------------------- execution, resume, failures
@@ -307,7 +311,8 @@ def test_backends_share_one_executor_interface(tmp_path):
 
     BACKENDS.register("counting")(Counting)
     try:
-        report = run_sweep(tiny_spec(), store=Store(tmp_path / "runs"), backend="counting", workers=1)
+        # pack=1: two groups on any device (a GPU's planner would pack both runs into one)
+        report = run_sweep(tiny_spec(), store=Store(tmp_path / "runs"), backend="counting", workers=1, pack=1)
     finally:
         BACKENDS.remove("counting")
     assert len(submitted) == 2 and not report.failed

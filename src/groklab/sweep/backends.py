@@ -39,6 +39,7 @@ from .plan import Group, Plan
 __all__ = ["GroupOutcome", "Job", "Executor", "BACKENDS", "record_result", "execute"]
 
 STOP_GRACE_S = 30.0  # how long stopping workers may take to write their `stopped` rows
+STOP = signal.SIGUSR1  # the driver's "stop" to its pool workers; SIGTERM stays "end" (see _Worker)
 
 
 @dataclass
@@ -185,21 +186,32 @@ class InProcessExecutor(Executor):
 
 
 class _Worker:
-    """A pool worker process: its GPU, and SIGTERM as "stop" — between groups it starts no more,
-    inside a group it interrupts training (rows `stopped`, checkpoint intact). The object is the
-    process's SIGTERM handler (signal handlers are per process), which is how a task finds it."""
+    """A pool worker process: its GPU and its signals; the object is the process's handler (signal
+    handlers are per process), which is how a task finds it.
+
+    - the driver's stop (Ctrl-C; :data:`STOP`): inside a group, training is interrupted (rows
+      `stopped`, checkpoint intact); between groups, it starts no more;
+    - SIGTERM (a kill from outside, or the pool ending its workers after one died, which Python
+      >= 3.12 does with `terminate()` and then joins them): a group is stopped the same way, an idle
+      worker exits (ignoring it there would hang that join forever).
+    A second signal while a group is stopping is ignored, so it cannot cut the `stopped` rows short."""
 
     def __init__(self, device: str | None):
         self.device, self.stopping, self._busy = device, False, False
 
-    def on_sigterm(self, signum, frame) -> None:
-        self.stopping = True
+    def on_signal(self, signum, frame) -> None:
         if self._busy:
-            raise KeyboardInterrupt  # the engine marks its runs `stopped`, checkpoint intact
+            if not self.stopping:
+                self.stopping = True
+                raise KeyboardInterrupt  # the engine marks its runs `stopped`, checkpoint intact
+            return
+        self.stopping = True
+        if signum == signal.SIGTERM:
+            raise SystemExit(128 + signum)
 
     @contextmanager
     def busy(self) -> Iterator[None]:
-        self._busy = True  # from here SIGTERM interrupts
+        self._busy = True  # from here a signal interrupts
         try:
             if self.stopping:  # told to stop while the rows were being created: leave them resumable
                 raise KeyboardInterrupt
@@ -209,19 +221,20 @@ class _Worker:
 
     @classmethod
     def current(cls) -> "_Worker":
-        handler = signal.getsignal(signal.SIGTERM)
+        handler = signal.getsignal(STOP)
         return handler.__self__  # installed by _init_worker
 
 
 def _init_worker(devices, pids) -> None:
-    """Pool worker start-up: one thread, Ctrl-C left to the driver, SIGTERM = stop, own GPU; tell
-    the driver this process's id (so it can stop it)."""
+    """Pool worker start-up: one thread, Ctrl-C left to the driver, STOP and SIGTERM handled, own
+    GPU; tell the driver this process's id (so it can stop it)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ["OMP_NUM_THREADS"] = "1"
     import torch
     torch.set_num_threads(1)
     worker = _Worker(f"cuda:{devices.get()}" if devices is not None else None)
-    signal.signal(signal.SIGTERM, worker.on_sigterm)
+    signal.signal(STOP, worker.on_signal)
+    signal.signal(signal.SIGTERM, worker.on_signal)
     pids.put(os.getpid())
 
 
@@ -248,6 +261,7 @@ class PoolExecutor(Executor):
         self.pool = ProcessPoolExecutor(max_workers=plan.workers, mp_context=ctx, initializer=_init_worker,
                                         initargs=(devices, self._pids_queue))
         self.futures: list = []
+        self.broken = False
 
     def submit(self, group: Group) -> Job:
         job = Job(group, self.pool.submit(_pool_task, self.root, self.sweep, group))
@@ -261,11 +275,12 @@ class PoolExecutor(Executor):
         for fut in as_completed(by_future):
             yield self._collect(by_future[fut].group, fut)
 
-    @staticmethod
-    def _collect(group: Group, fut) -> GroupOutcome:
+    def _collect(self, group: Group, fut) -> GroupOutcome:
         try:
             return _outcome(group, fut.result())
         except Exception as e:  # the worker process died (killed, out of memory): rows stay resumable
+            from concurrent.futures.process import BrokenProcessPool
+            self.broken |= isinstance(e, BrokenProcessPool)  # the pool fails every pending group with it
             return GroupOutcome(group, group.group_id, error=f"worker died: {type(e).__name__}: {e}")
 
     def _workers(self) -> set[int]:
@@ -278,7 +293,7 @@ class PoolExecutor(Executor):
                 return self._pids
 
     def stop(self) -> None:
-        """Cancel queued groups, ask the workers to stop (SIGTERM), kill those that hang."""
+        """Cancel queued groups, ask the workers to stop (:data:`STOP`), kill those that hang."""
         from concurrent.futures import wait
 
         for fut in self.futures:
@@ -287,7 +302,7 @@ class PoolExecutor(Executor):
         deadline = time.monotonic() + STOP_GRACE_S
         while True:  # a worker still starting reports its id late: tell it too
             new = self._workers() - told
-            _signal_all(new, signal.SIGTERM)  # → KeyboardInterrupt inside train → rows marked `stopped`
+            _signal_all(new, STOP)  # → KeyboardInterrupt inside train → rows marked `stopped`
             told |= new
             running = [f for f in self.futures if not f.done()]
             if not running or time.monotonic() > deadline:
@@ -296,7 +311,30 @@ class PoolExecutor(Executor):
         _signal_all(told, signal.SIGKILL)  # done with them (or they hang); the pool reaps them on shutdown
 
     def close(self) -> None:
+        if self.broken:
+            self._end_workers()
         self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def _end_workers(self) -> None:
+        """After a worker died abruptly the pool ends the others itself (SIGTERM, then a join that
+        waits for each). One that was training stops its group and then sits idle, where only
+        another SIGTERM ends it: repeat it until every worker is gone, SIGKILL after the grace."""
+        deadline = time.monotonic() + STOP_GRACE_S
+        while (left := {pid for pid in self._workers() if _exists(pid)}) and time.monotonic() < deadline:
+            _signal_all(left, signal.SIGTERM)
+            time.sleep(0.2)
+        _signal_all(left, signal.SIGKILL)
+
+
+def _exists(pid: int) -> bool:
+    """Whether process `pid` still exists (a zombie not yet joined by the pool counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - someone else's process under a reused pid
+        return False
+    return True
 
 
 def _signal_all(pids: set[int], sig: int) -> None:

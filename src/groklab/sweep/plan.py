@@ -120,7 +120,10 @@ def default_pack(cfg: RunCfg, res: Resources) -> int:
     """Members per ensemble: 1 on CPU; on GPU as many as the memory estimate allows."""
     if res.kind == "cpu":
         return 1
-    per_member, fixed = member_bytes(cfg)
+    try:
+        per_member, fixed = member_bytes(cfg)
+    except ConfigError:  # the task cannot be built (its data is missing): its runs fail at start, one
+        return 1         # by one and stored `failed` with this error, as on a CPU
     return max(1, min(MAX_GPU_PACK, int((GPU_BUDGET * res.gpu_free_bytes - fixed) // per_member)))
 
 

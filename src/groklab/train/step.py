@@ -100,11 +100,15 @@ class TrainStep:
         if not self.graphs:
             return self._step()
         if self._graph is None:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                if self._warm < WARMUP_STEPS:
-                    self._warm += 1
+            if self._warm < WARMUP_STEPS:
+                # Warm-up steps run on a side stream (as a capture will), ordered after everything
+                # before them and before everything after them: the evaluation and the next step
+                # read what this one writes. (The join must sit outside the `with`: inside it the
+                # current stream is the side stream itself, and a stream waiting on itself is no join.)
+                self._warm += 1
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
                     # Anything that would break the capture (a host sync) is named by a warning here.
                     with warnings.catch_warnings():
                         warnings.filterwarnings("ignore", "Synchronization debug mode is a prototype")
@@ -113,9 +117,8 @@ class TrainStep:
                         self._step()
                     finally:
                         torch.cuda.set_sync_debug_mode("default")
-                    torch.cuda.current_stream().wait_stream(side)
-                    return
-            torch.cuda.current_stream().wait_stream(side)
+                torch.cuda.current_stream().wait_stream(side)
+                return
             try:
                 graph = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(graph):
