@@ -39,7 +39,8 @@ from .plan import Group, Plan
 __all__ = ["GroupOutcome", "Job", "Executor", "BACKENDS", "record_result", "execute"]
 
 STOP_GRACE_S = 30.0  # how long stopping workers may take to write their `stopped` rows
-STOP = signal.SIGUSR1  # the driver's "stop" to its pool workers; SIGTERM stays "end" (see _Worker)
+# The driver's "stop" to its pool workers; SIGTERM stays "end" (see _Worker). POSIX; elsewhere SIGTERM.
+STOP = getattr(signal, "SIGUSR1", signal.SIGTERM)
 
 
 @dataclass
