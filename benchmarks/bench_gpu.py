@@ -24,6 +24,7 @@ import os
 import statistics
 import sys
 import time
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -59,7 +60,13 @@ def timed(cfgs, warm: int) -> tuple[float, list, float]:
     if DEVICE == "cuda":
         torch.cuda.reset_peak_memory_stats()
     clock = Clock(warm)
-    res = train(cfgs, progress=False, hooks=[clock])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = train(cfgs, progress=False, hooks=[clock])
+    # A failed capture falls back to eager steps: the rate below is then not a graph's rate.
+    for w in caught:
+        if "capture failed" in str(w.message):
+            print(f"  ({len(cfgs)} member(s): {w.message})", flush=True)
     peak = torch.cuda.max_memory_allocated() / 2 ** 30 if DEVICE == "cuda" else float("nan")
     return clock.rate(), res, peak
 
