@@ -129,12 +129,14 @@ def test_error_mid_run_marks_failed_and_resume_finishes(tmp_path):
                     reason="torch.compile on the CPU needs a C++ compiler")
 def test_compiled_step_trains_like_the_eager_step():
     # train.compile fuses the step's forward and loss with torch.compile (inductor's C++ backend on
-    # the CPU): the same run within float rounding, and the compiled frame really ran.
+    # the CPU): the same run within float rounding, and the compiled frame really ran — compiled
+    # once: dropout's cached position table made dynamo compile again at the second step, which on
+    # a GPU falls inside the CUDA-graph capture.
     from torch._dynamo.utils import counters
-    cfg = tiny("quickstart", CPU, steps=40)
+    cfg = tiny("quickstart", CPU, "model.dropout=0.1", steps=40)
     counters.clear()
     compiled = train(with_overrides(cfg, {"train.compile": True}), progress=False)[0].metrics
-    assert counters["stats"]["unique_graphs"] >= 1, dict(counters["stats"])
+    assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])
     eager = train(cfg, progress=False)[0].metrics
     cols = ["train_loss", "val_loss", "param_norm"]
     torch.testing.assert_close(torch.tensor(compiled[cols].values), torch.tensor(eager[cols].values),

@@ -156,6 +156,20 @@ class DropoutStream:
         self.site = 0
 
 
+def _compiling() -> bool:
+    """Whether torch.compile is tracing this call (torch >= 2.3 can say; older: never assumed)."""
+    is_compiling = getattr(torch.compiler, "is_compiling", None)
+    return bool(is_compiling and is_compiling())
+
+
+def _positions(x: torch.Tensor, batch_dim: int) -> torch.Tensor:
+    """Batch-major position numbers of one member's activation `x[0]`, laid out like it."""
+    shape = list(x.shape[1:])
+    b = shape.pop(batch_dim - 1)
+    pos = torch.arange(x[0].numel(), dtype=torch.int32, device=x.device).view(b, *shape)
+    return pos.movedim(0, batch_dim - 1)
+
+
 class MDropout(nn.Module):
     """Dropout whose mask of member i depends only on (seed_i, step, site, example, feature).
 
@@ -171,14 +185,15 @@ class MDropout(nn.Module):
         self._positions: dict[tuple, torch.Tensor] = {}
 
     def _position_table(self, x: torch.Tensor, batch_dim: int) -> torch.Tensor:
+        if _compiling():
+            # Traced into the compiled graph: a lookup in the cache would make dynamo guard on the
+            # cache's contents and compile again once the cache fills (a second compile, or one
+            # inside a CUDA-graph capture, which breaks the capture).
+            return _positions(x, batch_dim)
         key = (tuple(x.shape[1:]), batch_dim, x.device)
         pos = self._positions.get(key)
         if pos is None:
-            shape = list(x.shape[1:])
-            b = shape.pop(batch_dim - 1)
-            pos = torch.arange(x[0].numel(), dtype=torch.int32, device=x.device).view(b, *shape)
-            pos = pos.movedim(0, batch_dim - 1)
-            self._positions[key] = pos
+            pos = self._positions[key] = _positions(x, batch_dim)
         return pos
 
     def forward(self, x: torch.Tensor, batch_dim: int = 1) -> torch.Tensor:
