@@ -331,9 +331,7 @@ def _exists(pid: int) -> bool:
     """Whether process `pid` still exists (a zombie not yet joined by the pool counts)."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # pragma: no cover - someone else's process under a reused pid
+    except (ProcessLookupError, PermissionError):  # gone (or its pid reused by someone else's process)
         return False
     return True
 
