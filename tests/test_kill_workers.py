@@ -137,8 +137,12 @@ def test_pool_workers_end_on_sigterm_when_idle_and_stop_once_when_busy(tmp_path)
     plan = SimpleNamespace(sweep="t", workers=2, resources=SimpleNamespace(kind="cpu", gpus=0))
     ex = PoolExecutor(plan, Store(tmp_path / "runs"))
     try:
-        futures = [ex.pool.submit(_pid_after, 1.0) for _ in range(2)]  # one on each worker
-        stopped, ended = sorted({f.result(timeout=60) for f in futures})
+        pids: set[int] = set()
+        for _ in range(10):  # until both workers have run one (one may start much later than the other)
+            pids |= {f.result(timeout=60) for f in [ex.pool.submit(_pid_after, 1.0) for _ in range(2)]}
+            if len(pids) == 2:
+                break
+        stopped, ended = sorted(pids)
         procs = ex.pool._processes  # pid -> multiprocessing.Process
         os.kill(stopped, STOP)  # idle: starts no more groups, but stays for the pool's own shutdown
         time.sleep(0.5)
