@@ -11,7 +11,10 @@ store and is timed end to end, start-up included:
 2. sequential, 1 thread: the same on one thread (the per-run cost the workers pay);
 3. local: `groklab sweep` defaults (pack 1, one spawn worker per core, one thread each);
 4. ray: the same plan as Ray tasks (`ray.init(num_cpus=cores)`), with and without Ray's
-   own start-up; the driver writes the store.
+   own start-up; the driver writes the store;
+5. shrink: an early-stopping fraction sweep packed as one ensemble (p = 47, fractions 0.35-0.8,
+   stopping at val 99 % or 3 000 steps), with stopped members leaving the batched model (the
+   default) and with them kept to the end; both give the same results (checked).
 
 Run it alone: another torch process on the same cores distorts every figure.
 """
@@ -35,6 +38,32 @@ def spec(n_fracs: int, seeds: int, steps: int, threads: str):
                               "train.early_stop=false", f"train.threads={threads}"]})
 
 
+def shrink_section(quick: bool) -> tuple[float, float]:
+    """Wall seconds of one packed early-stopping ensemble with stopped members leaving, and kept."""
+    from groklab import load_config, with_overrides
+    from groklab.train import engine, train
+
+    base = load_config("quickstart", ["data.p=47", "model.d_model=64", "model.d_hidden=128", "optim.lr=3e-3",
+                                      "train.steps=3000", "train.threads=1", "train.batch_size=128",
+                                      "train.eval_every=50", "train.early_stop=true", "train.early_stop_patience=2"])
+    fracs, seeds = ([0.35, 0.5, 0.65, 0.8], 1) if quick else ([0.35 + 0.05 * i for i in range(10)], 2)
+    cfgs = [with_overrides(base, {"data.frac_train": round(f, 2), "train.seed": s}) for f in fracs for s in range(seeds)]
+    out, saved = {}, engine.SHRINK_AT
+    try:
+        for label, share in (("stopped members leave", saved), ("stopped members kept", 0.0)):
+            engine.SHRINK_AT = share
+            t0 = time.perf_counter()
+            res = train(cfgs, progress=False)
+            out[label] = (time.perf_counter() - t0, [r.summary["step_val_99"] for r in res])
+            print(f"  {label + f' ({len(cfgs)} members)':<34} {out[label][0]:8.1f} s", flush=True)
+    finally:
+        engine.SHRINK_AT = saved
+    (leave, a), (kept, b) = out.values()
+    assert a == b, f"shrinking changed the results: {a} vs {b}"
+    print(f"  val 99 % steps: {a}")
+    return leave, kept
+
+
 def timed(label: str, fn) -> float:
     t0 = time.perf_counter()
     fn()
@@ -47,7 +76,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-ray", action="store_true")
+    ap.add_argument("--only-shrink", action="store_true", help="only section 5")
     args = ap.parse_args(argv)
+    if args.only_shrink:
+        leave, kept = shrink_section(args.quick)
+        print(f"packed early-stopping sweep: members leaving vs kept: {kept / leave:.2f}x faster")
+        return 0
     n_fracs, seeds, steps = (4, 2, 200) if args.quick else (8, 4, 400)
     cores = cpu_count()
     n = n_fracs * seeds
@@ -75,6 +109,8 @@ def main(argv=None) -> int:
     print(f"local backend vs sequential (auto threads): {res['seq'] / res['local']:.2f}x faster "
           f"({n / res['local']:.2f} vs {n / res['seq']:.2f} runs/s)")
     print(f"local backend vs sequential (1 thread):     {res['seq1'] / res['local']:.2f}x faster")
+    leave, kept = shrink_section(args.quick)
+    print(f"packed early-stopping sweep: members leaving vs kept: {kept / leave:.2f}x faster")
     if "ray" in res:
         print(f"ray vs local: {res['ray'] / res['local']:.2f}x the wall time "
               f"({res['ray'] - res['local']:+.1f} s; {res['ray'] + res['ray_init'] - res['local']:+.1f} s "

@@ -150,3 +150,66 @@ def test_member_states_read_checkpoints_written_before_the_rename():
     members = _Members.from_json(old)
     assert members.step_train_99 == [40] and members.step_val_99 == [None]
     assert _Members.from_json(members.to_json()).to_json() == members.to_json()
+
+
+def _early_stopping_group(**extra):
+    """Three members of a tiny grokking problem: two stop early (fractions 0.8, 0.7), one (0.4) trains on."""
+    from conftest import TINY_GROK
+    base = load_config("quickstart", [*TINY_GROK, "train.steps=1200", "train.early_stop=true",
+                                      "train.early_stop_patience=2", "train.checkpoint_every=100",
+                                      "model.dropout=0.1", *[f"{k}={v}" for k, v in extra.items()]])
+    return [with_overrides(base, {"data.frac_train": f, "train.seed": s}) for s, f in [(0, 0.8), (2, 0.7), (1, 0.4)]]
+
+
+def test_stopped_members_leave_the_batched_model_and_change_nothing(tmp_path, monkeypatch):
+    """Early-stopped members leave the ensemble (the rest train at their own count's cost); every
+    member's history, and the stored weights of one that left, equal its solo run bitwise."""
+    from groklab.api import load_weights
+    from groklab.store import Store
+    from groklab.train import step as step_mod
+
+    widths, init = [], step_mod.TrainStep.__init__
+
+    def spy(self, model, flat, *args, **kwargs):
+        widths.append(flat.data.shape[0])
+        init(self, model, flat, *args, **kwargs)
+    monkeypatch.setattr(step_mod.TrainStep, "__init__", spy)
+    cfgs = _early_stopping_group()
+    store = Store(tmp_path / "group")
+    group = train(cfgs, store=store, progress=False)
+    assert [r.summary["early_stopped"] for r in group] == [True, True, False]
+    assert widths[0] == 3 and widths[-1] == 1 and widths == sorted(widths, reverse=True), widths
+    cols = ["train_loss", "val_loss", "train_acc", "val_acc", "param_norm"]
+    for i, cfg in enumerate(cfgs):
+        solo_store = Store(tmp_path / f"solo{i}")
+        (solo,) = train(cfg, store=solo_store, progress=False)
+        assert group[i].metrics[cols].equals(solo.metrics[cols]), i
+        mine, theirs = load_weights(group[i].run_id, store), load_weights(solo.run_id, solo_store)
+        assert all(torch.equal(mine[k], theirs[k]) for k in theirs), i
+
+
+def test_a_group_killed_after_members_left_resumes_to_the_same_end(tmp_path, monkeypatch):
+    from groklab.api import load_weights, resume
+    from groklab.store import Store
+    from groklab.train import step as step_mod
+
+    cfgs = _early_stopping_group()
+    whole = train(cfgs, store=Store(tmp_path / "whole"), progress=False)
+    store = Store(tmp_path / "killed")
+    real = step_mod.TrainStep._step
+
+    def killed_at_900(self):
+        if int(self.step_t) == 900:  # after both early members left (they stop near step 500)
+            raise KeyboardInterrupt
+        real(self)
+    monkeypatch.setattr(step_mod.TrainStep, "_step", killed_at_900)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfgs, store=store, progress=False)
+    monkeypatch.setattr(step_mod.TrainStep, "_step", real)
+    assert [r["status"] for r in store.list()] == ["finished", "finished", "stopped"]
+    resumed = resume(1, store)
+    cols = ["step", "train_loss", "val_loss", "val_acc", "param_norm"]
+    for a, b in zip(whole, resumed):
+        assert a.status == b.status and a.metrics[cols].equals(b.metrics[cols])
+        mine, theirs = load_weights(b.run_id, store), load_weights(a.run_id, Store(tmp_path / "whole"))
+        assert all(torch.equal(mine[k], theirs[k]) for k in theirs)

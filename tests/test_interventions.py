@@ -10,8 +10,7 @@ from groklab.train import train
 from groklab.train.interventions import INTERVENTIONS, grokfast_ema, grokfast_ma, orthogonal_grad
 from groklab.train.losses import LOSSES, stablemax_s
 
-from conftest import CPU, TINY_GROK, tiny
-from test_engine import _assert_same_history
+from conftest import CPU, MEMBER_COLS, TINY_GROK, tiny
 
 
 def _weights_at_start(store: dict):
@@ -137,12 +136,14 @@ def test_orthogonal_grad_matches_hand_computation():
     {"data.label_noise": [0.1, 0.3]},
 ])
 def test_member_matches_solo_with_intervention(vary):
+    """Bitwise on the CPU (Grokfast-MA's window mean was a reduction whose order followed the
+    ensemble's width: member 1 drifted from its solo run by float rounding)."""
     base = tiny("quickstart", CPU, steps=150)
     members = [with_overrides(base, {"train.seed": i, **{k: (v[i] if isinstance(v, list) else v)
                                                           for k, v in vary.items()}}) for i in (0, 1)]
     ens = train(members, progress=False)
     solo = train(members[1], progress=False)[0]
-    _assert_same_history(ens[1].metrics, solo.metrics)
+    assert ens[1].metrics[MEMBER_COLS].equals(solo.metrics[MEMBER_COLS])
 
 
 def test_every_intervention_documented_with_a_source():

@@ -39,9 +39,11 @@ def _gen_states(gens: list[torch.Generator]) -> torch.Tensor:
     return torch.stack([g.get_state() for g in gens])
 
 
-def save_checkpoint(path: Path, flat: FlatParams, opt: MemberOptimizer, noise_gens: list[torch.Generator],
+def save_checkpoint(path: Path, state: dict[str, torch.Tensor], flat: FlatParams, noise_gens: list[torch.Generator],
                     meta: dict) -> None:
-    tensors = {"params": flat.data, **opt.state(), "rng.noise": _gen_states(noise_gens)}
+    """Write every member's `state` (`params` (N, P) and the optimizer's tensors), the layout of
+    `params` that `flat` names, the noise generators and `meta` (step, wall time, member states)."""
+    tensors = {**state, "rng.noise": _gen_states(noise_gens)}
     layout = [[n, list(s), sl.start, sl.stop] for n, s, sl in zip(flat.names, flat.shapes, flat.slices)]
     write_tensors(path, tensors, {"meta": json.dumps(meta), "layout": json.dumps(layout)})
 

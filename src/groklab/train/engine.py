@@ -16,6 +16,7 @@ members' bookkeeping, store rows) and names each piece of work.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import subprocess
@@ -34,7 +35,7 @@ from ..models import MemberModel, build_model
 from ..store import Store
 from .checkpoint import load_checkpoint, save_checkpoint
 from .losses import LOSSES, correct
-from .optim import FlatParams, MemberHParams, MemberOptimizer
+from .optim import FlatParams, MemberHParams, MemberOptimizer, member_dim, member_rows
 from .progress import progress_bar, update_bar
 from .sampler import Sampler
 from .schedule import eval_steps, lr_factor, phase_at
@@ -42,6 +43,10 @@ from .step import StepInputs, TrainStep, autocast
 
 THRESHOLD = 0.99
 EVAL_CHUNK = 16384  # member-examples per evaluation forward pass (bounds memory)
+# Stopped members leave the batched model once the running ones are at most this share of it: a
+# step costs about its member count, and each shrink costs a rebuild (a recapture on CUDA, a
+# recompile with train.compile, hence the lower share there).
+SHRINK_AT, SHRINK_AT_COMPILED = 0.75, 0.5
 
 
 @dataclass
@@ -242,12 +247,16 @@ def train(cfgs: RunCfg | Sequence[RunCfg], *, store: Store | None = None, hooks:
             run.sync_phase(step)
             if step == 0:
                 done = run.evaluate(0, hooks, bar)
+            if not hooks:
+                run.shrink()                # a resumed group's stopped members stay out
             while step < tc.steps and not done:
                 run.sync_phase(step)        # 1) phase: lr, weight decay, loss, training subset
                 run.train_step()            # 2) lr, batch, forward/backward, update (a CUDA graph on GPU)
                 step += 1
                 if step in evals:           # 3) evaluate every example, thresholds, stops, log
                     done = run.evaluate(step, hooks, bar)
+                    if not hooks:           # 3b) stopped members leave the batched model (hooks
+                        run.shrink()        #     index the whole group, so they keep it whole)
                 if step % tc.checkpoint_every == 0 and step < tc.steps and not done:
                     run.checkpoint(step)    # 4) resumable state (finish writes the last one)
         except KeyboardInterrupt:
@@ -272,7 +281,7 @@ class _Run:
 
         # data: the whole table on the device; per-member splits and labels (drawn on the CPU)
         task_def = TASKS.get(c0.data.task)()
-        task_cpu = task_def.build(c0.data)
+        self.task_cpu = task_cpu = task_def.build(c0.data)
         splits = [task_def.split(c.data, task_cpu) for c in cfgs]
         self.labels = torch.stack([noisy_labels(task_cpu.y, tr, c.data.label_noise, task_cpu.n_out, c.data.split_seed)
                                    for c, (tr, _) in zip(cfgs, splits)]).to(device)
@@ -280,31 +289,31 @@ class _Run:
         self.train_sets = [tr for tr, _ in splits]
         self.val_mask = self._mask([va for _, va in splits])
 
-        # model: built and initialized on the CPU (the same weights on any device), then moved
+        # model: built and initialized on the CPU (the same weights on any device), then moved.
+        # `live` lists the members the batched model holds, by index into cfgs: all of them until
+        # stopped ones leave (`shrink`); device tensors with a member dim have one row per live member.
+        self.live = list(range(n))
+        self._ledger: dict[str, torch.Tensor] | None = None  # every member's state once some left
         model = build_model(c0.model, task_cpu, n)
         model.reset_parameters(_member_gens(cfgs, 0), torch.tensor([c.model.init_scale for c in cfgs]))
-        self.model = model.to(device).train()
         self.step_t = torch.zeros((), dtype=torch.int64, device=device)  # the device's step counter
-        self.model.bind_dropout([c.train.seed for c in cfgs], self.step_t)
-        self.flat = FlatParams(self.model, n)
         self.noise_gens = _member_gens(cfgs, 2)
-        noisy = any(c.optim.update_noise > 0 for c in cfgs)
-        self.opt = MemberOptimizer(self.flat, c0.optim, self.noise_gens, update_noise=noisy)
+        self.update_noise = any(c.optim.update_noise > 0 for c in cfgs)
+        self._place(model)
+        self.opt = MemberOptimizer(self.flat, c0.optim, self.noise_gens, update_noise=self.update_noise)
         col = lambda key: _col([get_field(c, key) for c in cfgs], device)  # noqa: E731
         self.hp = MemberHParams(lr=col("optim.lr"), weight_decay=col("optim.weight_decay"),
                                 update_noise=col("optim.update_noise"), weight_noise=col("optim.weight_noise"),
                                 grokfast_lamb=col("optim.grokfast_lamb"), grokfast_alpha=col("optim.grokfast_alpha"),
                                 active=torch.ones(n, 1, device=device))
         self.base_lr = self.hp.lr.clone()  # the phase's lr; the schedule multiplies it per step
-        lr_table = torch.tensor([lr_factor(c0.optim, s, c0.train.steps) for s in range(c0.train.steps)],
-                                dtype=torch.float32, device=device)
-        weight_noise = any(c.optim.weight_noise > 0 for c in cfgs)
+        self.lr_table = torch.tensor([lr_factor(c0.optim, s, c0.train.steps) for s in range(c0.train.steps)],
+                                     dtype=torch.float32, device=device)
+        self.weight_noise = any(c.optim.weight_noise > 0 for c in cfgs)
         # Host randomness (noise) and host counters (Grokfast-MA) cannot live in a graph.
-        graphs = (device.type == "cuda" and c0.train.cuda_graphs and not (weight_noise or noisy)
+        graphs = (device.type == "cuda" and c0.train.cuda_graphs and not (self.weight_noise or self.update_noise)
                   and c0.optim.grokfast != "ma")
-        self.train_step = TrainStep(self.model, self.flat, self.opt, self.hp, self.task, self.labels, self.step_t,
-                                    lr_table, self.base_lr, weight_noise, c0.train.precision, graphs,
-                                    c0.train.compile)
+        self._make_step(graphs)
 
         # store rows, or the checkpoint of a stored group
         self.members, self.start, self.wall_before = _Members(n), 0, 0.0
@@ -319,8 +328,20 @@ class _Run:
         self.t0 = time.perf_counter()
         self.state = TrainState(self.start, self.model, cfgs, run_ids=self.run_ids, group=self.group)
 
+    def _place(self, model: MemberModel) -> None:
+        """Make `model` (one member per live member) the one that trains: on the device, in one flat
+        buffer, its dropout keyed by the live members' seeds."""
+        self.model = model.to(self.device).train()
+        self.model.bind_dropout([self.cfgs[i].train.seed for i in self.live], self.step_t)
+        self.flat = FlatParams(self.model, len(self.live))
+
+    def _make_step(self, graphs: bool) -> None:
+        self.train_step = TrainStep(self.model, self.flat, self.opt, self.hp, self.task, self.labels, self.step_t,
+                                    self.lr_table, self.base_lr, self.weight_noise, self.c0.train.precision, graphs,
+                                    self.c0.train.compile)
+
     def _mask(self, idx_sets: list[torch.Tensor]) -> torch.Tensor:
-        mask = torch.zeros(self.n, len(self.task.y))
+        mask = torch.zeros(len(idx_sets), len(self.task.y))
         for i, s in enumerate(idx_sets):
             mask[i, s] = 1.0
         return mask.to(self.device)
@@ -362,10 +383,59 @@ class _Run:
         self.base_lr.copy_(_col(lr, self.device))
         self.opt.decay_kind = kind
         if sets is not self.sets:
-            self.sets, self.train_mask = sets, self._mask(sets)
-            self.sampler = Sampler(sets, c0.train.batch_size, [c.train.seed for c in cfgs], self.device)
+            self.sets = sets
+            self._use_sets()
         self.phase, self.loss = k, LOSSES.get(loss)
         self.train_step.set_inputs(StepInputs(self.sampler, self.loss))
+
+    def _use_sets(self) -> None:
+        """The live members' training masks and batch draws from the phase's training sets."""
+        sets = [self.sets[i] for i in self.live]
+        self.train_mask = self._mask(sets)
+        self.sampler = Sampler(sets, self.c0.train.batch_size, [self.cfgs[i].train.seed for i in self.live],
+                               self.device)
+
+    def shrink(self) -> None:
+        """Take the stopped members out of the batched model once the running ones are at most
+        SHRINK_AT of it, so that the rest train at the cost of their own count (a sweep's early
+        stops otherwise keep paying for every member to the last step).
+
+        The leaving members' last parameters and optimizer state stay in a CPU ledger that every
+        checkpoint merges back, so the stored group reads as if they had stayed. The members that
+        remain train exactly as before: their batches, dropout and noise are keyed by their seeds,
+        not by their position (on the CPU a member still equals its solo run bitwise).
+        """
+        running = [j for j, i in enumerate(self.live) if self.members.status[i] == "running"]
+        share = SHRINK_AT_COMPILED if self.c0.train.compile else SHRINK_AT
+        if not running or len(running) > share * len(self.live):
+            return
+        self._ledger = {k: v.detach().to("cpu", copy=True) for k, v in self._state().items()}
+        pos = torch.tensor(running, device=self.device)
+        old_flat, old_opt = self.flat, self.opt
+        self.live = [self.live[j] for j in running]
+        self._place(build_model(self.c0.model, self.task_cpu, len(self.live)))
+        with torch.no_grad():
+            self.flat.data.copy_(old_flat.data[pos])
+        self.opt = MemberOptimizer(self.flat, self.c0.optim, [self.noise_gens[i] for i in self.live],
+                                   update_noise=self.update_noise)
+        self.opt.load_state(member_rows(old_opt.state(), pos))
+        self.opt.decay_kind = old_opt.decay_kind
+        self.hp = MemberHParams(**{f.name: getattr(self.hp, f.name)[pos] for f in dataclasses.fields(self.hp)})
+        self.base_lr, self.labels, self.val_mask = self.base_lr[pos], self.labels[pos], self.val_mask[pos]
+        self.state.model = self.model
+        self._make_step(self.train_step.graphs)  # False after a failed capture: stays eager
+        self._use_sets()
+        self.train_step.set_inputs(StepInputs(self.sampler, self.loss))
+
+    def _state(self) -> dict[str, torch.Tensor]:
+        """Parameters and optimizer state of every member of the group, in the group's order: the
+        live rows merged into the ledger of those that left."""
+        state = {"params": self.flat.data, **self.opt.state()}
+        if self._ledger is None:
+            return state
+        idx = torch.tensor(self.live)
+        return {k: v.cpu() if (d := member_dim(k)) is None else self._ledger[k].index_copy(d, idx, v.detach().cpu())
+                for k, v in state.items()}
 
     def evaluate(self, step: int, hooks: Sequence[Hook], bar) -> bool:
         """Evaluate, record thresholds and stops, log; True once every member has stopped."""
@@ -382,15 +452,17 @@ class _Run:
         # A model may report its own per-member figures (the mixture's w_mem, w_gen), logged like the rest.
         layer_norms.update({k: v.tolist() for k, v in getattr(self.model, "eval_metrics", dict)().items()})
         rows, self.state.step, self.state.last = [], step, []
+        slot = {i: j for j, i in enumerate(self.live)}  # member -> its row in the batched model
         for i in range(self.n):
             if members.status[i] != "running":
                 self.state.last.append({})
                 continue
-            rec = {"step": step, **{k: v[i] for k, v in cols.items()}, "wall_time": wall,
+            j = slot[i]
+            rec = {"step": step, **{k: v[j] for k, v in cols.items()}, "wall_time": wall,
                    "phase": self.phase + 1,  # 0 = the base config, k = the k-th phase
-                   **{k: v[i] for k, v in layer_norms.items()}}
+                   **{k: v[j] for k, v in layer_norms.items()}}
             if not members.record(i, rec, step, self.c0.train):
-                hp.active[i] = 0.0
+                hp.active[j] = 0.0
             self.history[i].append(rec)
             self.state.last.append(rec)
             if self.run_ids[i] is not None:
@@ -404,7 +476,7 @@ class _Run:
 
     def checkpoint(self, step: int) -> None:
         if self.store is not None:
-            save_checkpoint(self.store.paths.checkpoint(self.group), self.flat, self.opt, self.noise_gens,
+            save_checkpoint(self.store.paths.checkpoint(self.group), self._state(), self.flat, self.noise_gens,
                             {"step": step, "wall": self.wall_before + time.perf_counter() - self.t0,
                              "members": self.members.to_json()})
 
@@ -412,10 +484,11 @@ class _Run:
         return _summary(self.members, i, self.history[i], step, self.start, self.t0, self.wall_before, self.counts)
 
     def mark(self, step: int, status: str) -> None:
-        """Record the members still training as `status` (stopped, failed) with their summaries."""
+        """Record the members still training as `status` (stopped, failed), and those that already
+        ended (early stop, divergence) as what they are, with their summaries."""
         if self.store is not None:
-            self.store.update_runs({r: (status, self._summary(i, step)) for i, r in enumerate(self.run_ids)
-                                    if self.members.status[i] == "running"})
+            self.store.update_runs({r: (status if s == "running" else s, self._summary(i, step))
+                                    for i, (r, s) in enumerate(zip(self.run_ids, self.members.status))})
 
     def finish(self, step: int) -> list[RunResult]:
         results, final = [], {}

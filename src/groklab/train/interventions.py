@@ -82,7 +82,12 @@ def grokfast_ma(grad: torch.Tensor, window: torch.Tensor, t: int, lamb: torch.Te
     size = window.shape[0]
     window[(t - 1) % size].copy_(grad)
     if t >= size:
-        grad.add_(lamb * window.mean(0))
+        # Summed slot by slot, not window.mean(0): torch's reduction over the leading dim picks its
+        # order by the tensor's width, so a member's sum would depend on the ensemble's size.
+        total = window[0].clone()
+        for k in range(1, size):
+            total.add_(window[k])
+        grad.add_(lamb * (total / size))
 
 
 def orthogonal_grad(grad: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

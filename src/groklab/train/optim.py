@@ -155,3 +155,14 @@ class MemberOptimizer:
         for key, buf in (("opt.v", self.v), ("opt.grokfast_ema", self.gf_ema), ("opt.grokfast_window", self.gf_window)):
             if buf is not None:
                 buf.copy_(state[key])
+
+
+def member_dim(key: str) -> int | None:
+    """The dim of a checkpoint tensor (`params`, `MemberOptimizer.state`) that indexes members;
+    None for state all members share."""
+    return {"opt.step": None, "opt.grokfast_window": 1}.get(key, 0)
+
+
+def member_rows(state: dict[str, torch.Tensor], pos: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The members at positions `pos` of every tensor in `state`."""
+    return {k: v if (d := member_dim(k)) is None else v.index_select(d, pos) for k, v in state.items()}
