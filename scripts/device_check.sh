@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The GPU check, as one script: CUDA tests, the GPU benchmark, the whole suite with
 # train.device = auto, and a stored nanda2023 Fourier run. Logs go to $OUT (or ./device-out).
-#   bash scripts/device_check.sh [cuda|capture|bench|suite|fourier ...]   # default: cuda bench
+#   bash scripts/device_check.sh [cuda|capture|bench|precision|sweep|suite|fourier|fraction ...]   # default: cuda bench
+# fraction: the whole `repro-fraction` sweep (39 runs, early stop or 1e5 steps) end to end with its
+# wall time; cut off, the same command resumes it (stores live in /tmp/rf until the machine goes).
 # Wheels in .whl/ (e.g. plotly, which the report tests need and the device image lacks) are
 # installed first into /tmp/site.
 set -uo pipefail
@@ -28,6 +30,14 @@ for part in $parts; do
     suite)   timeout "${SUITE_TIMEOUT:-240}" python3 -m pytest tests -v -rfEs --tb=short -p no:cacheprovider \
                -n "${SUITE_WORKERS:-12}" --timeout 150 --durations 15 \
                2>&1 | tee "$OUT/suite.log" ;;
+    fraction) t0=$(date +%s)
+             timeout "${FRACTION_TIMEOUT:-540}" python3 -m groklab.cli sweep repro-fraction --store /tmp/rf \
+               ${FRACTION_ARGS:-} 2>&1 | tail -60 | tee -a "$OUT/fraction.log"
+             echo "sweep call: $(( $(date +%s) - t0 )) s wall" | tee -a "$OUT/fraction.log"
+             python3 -m groklab.cli ls --store /tmp/rf 2>&1 | tail -45 | tee -a "$OUT/fraction.log"
+             python3 -m groklab.cli analyze repro-fraction --store /tmp/rf --kind efficiency \
+               -o "$OUT/repro-fraction.png" 2>&1 | tail -30 | tee -a "$OUT/fraction.log"
+             tar -czf "$OUT/rf-store.tgz" -C /tmp rf ;;
     fourier) rm -rf /tmp/fourier-store
              timeout "${FOURIER_TIMEOUT:-150}" python3 -m groklab.cli fourier nanda2023 --store /tmp/fourier-store \
                --json -q -o "$OUT/fourier-nanda2023.png" 2>&1 | tee "$OUT/fourier.log"
