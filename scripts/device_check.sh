@@ -26,7 +26,10 @@ for part in $parts; do
                2>&1 | tee "$OUT/capture.log" ;;
     bench)   timeout "${BENCH_TIMEOUT:-330}" python3 benchmarks/bench_gpu.py ${BENCH_ARGS:-} 2>&1 | tee -a "$OUT/bench_gpu.log" ;;
     precision|sweep)   # one bench section each, so a cut-off run still returns the earlier one
-             timeout "${BENCH_TIMEOUT:-200}" python3 benchmarks/bench_gpu.py --only "$part" 2>&1 | tee -a "$OUT/bench_gpu.log" ;;
+             # recompiles and graph breaks logged: a compile that fires inside the CUDA-graph capture
+             # breaks it (pytorch/pytorch#185074), the suspect for the 39-member capture failure
+             TORCH_LOGS="${TORCH_LOGS:-recompiles,graph_breaks}" timeout "${BENCH_TIMEOUT:-200}" \
+               python3 benchmarks/bench_gpu.py --only "$part" 2>&1 | tee -a "$OUT/bench_gpu.log" ;;
     suite)   timeout "${SUITE_TIMEOUT:-240}" python3 -m pytest tests -v -rfEs --tb=short -p no:cacheprovider \
                -n "${SUITE_WORKERS:-12}" --timeout 150 --durations 15 \
                2>&1 | tee "$OUT/suite.log" ;;
