@@ -143,6 +143,24 @@ def test_compiled_step_trains_like_the_eager_step():
                                rtol=1e-4, atol=1e-5)
 
 
+def test_nothing_compiles_inside_a_graph_capture():
+    """A compile inside a CUDA-graph capture breaks it (and the CUDA generator after it); the
+    capture runs under a stance where a recompile raises, naming the guard, before compiling."""
+    from groklab.train.step import TrainStep
+    step = TrainStep.__new__(TrainStep)
+    double = torch.compile(lambda x: x * 2, dynamic=False, backend="eager")  # dynamo's guards, no C++ needed
+    double(torch.ones(3))
+    step.compiled = True
+    with pytest.raises(RuntimeError, match="recompile"):
+        with step._no_compiling():
+            double(torch.ones(5))
+    with step._no_compiling():
+        assert double(torch.ones(3)).sum() == 6  # what was compiled before still runs
+    step.compiled = False
+    with step._no_compiling():
+        double(torch.ones(7))  # eager steps set no stance
+
+
 def test_member_states_read_checkpoints_written_before_the_rename():
     """Checkpoints keep each member's threshold steps; older ones name them t_train99 / t_val99."""
     from groklab.train.engine import _Members

@@ -57,6 +57,7 @@ class TrainStep:
         # torch.compile fuses the forward's and backward's elementwise chains (the broadcast
         # attention products, activations, the loss): on a GPU those, not the matmuls, bound an
         # ensemble step. Compiled on the first call; a graph capture replays the compiled kernels.
+        self.compiled = compile
         if compile:
             torch._dynamo.reset()  # a new step's guards would otherwise count against dynamo's recompile limit
         self.forward_loss = torch.compile(self._forward_loss, dynamic=False) if compile else self._forward_loss
@@ -96,6 +97,14 @@ class TrainStep:
             out = self.model(x)
         return self.inputs.loss(out.float(), y)
 
+    def _no_compiling(self):
+        """During a capture a compile must not start: inductor's own launches and random draws
+        break the capture and leave the CUDA generator in capture state (pytorch/pytorch#185074).
+        Under this stance a recompile raises first, naming the guard that failed."""
+        if not self.compiled or not hasattr(torch.compiler, "set_stance"):
+            return contextlib.nullcontext()
+        return torch.compiler.set_stance("fail_on_recompile")
+
     def __call__(self) -> None:
         if not self.graphs:
             return self._step()
@@ -121,10 +130,11 @@ class TrainStep:
                 return
             try:
                 graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph):
+                with torch.cuda.graph(graph), self._no_compiling():
                     self._step()
             except RuntimeError as e:  # an op that cannot be captured: keep training eagerly
-                warnings.warn(f"CUDA graph capture failed ({e}); training without graphs", RuntimeWarning)
+                why = f"{e}" + (f"; first: {e.__context__}" if e.__context__ is not None else "")
+                warnings.warn(f"CUDA graph capture failed ({why}); training without graphs", RuntimeWarning)
                 self.graphs = False
                 torch.cuda.synchronize()
                 return self._step()
