@@ -97,9 +97,12 @@ def test_planner_packs_compatible_and_splits_incompatible():
     with pytest.raises(ConfigError):
         pack_groups(cfgs, pack=0)
 
-    plan = plan_sweep("p", cfgs + cfgs[:2], None, resources=CPU2)  # defaults on CPU
-    assert plan.pack == 1 and plan.workers == 2 and plan.threads == 1 and plan.duplicates == 2
-    assert len(plan.groups) == 13 and all(c.train.threads == 1 for g in plan.groups for c in g.cfgs)
+    plan = plan_sweep("p", cfgs + cfgs[:2], None, resources=CPU2)  # defaults on CPU: 13 runs, 2 workers
+    assert plan.pack == 7 and plan.workers == 2 and plan.threads == 1 and plan.duplicates == 2
+    assert sorted(len(g) for g in plan.groups) == [3, 5, 5] and all(c.train.threads == 1 for g in plan.groups
+                                                                     for c in g.cfgs)
+    # dealt, not cut: each group of the 10 compatible runs holds both fractions
+    assert all({c.data.frac_train for c in g.cfgs} == {0.3, 0.5} for g in plan.groups if len(g) == 5)
     assert plan_sweep("p", cfgs, None, resources=CPU2, workers=1).threads == 1  # the config's own setting
 
 
@@ -108,6 +111,8 @@ def test_run_identity_and_gpu_pack_estimate(tmp_path):
     b = with_overrides(a, {"name": "other", "train.threads": "auto", "train.device": "cpu"})
     assert run_key(a) == run_key(b) != run_key(with_overrides(a, {"optim.lr": 2e-3}))
     assert default_pack(a, CPU2) == 1
+    # CPU: a multiple of the workers' count of groups, at most 8 members each
+    assert [default_pack(a, CPU2, n, 2) for n in (2, 3, 16, 17, 40)] == [1, 2, 8, 5, 7]
     big, small = Resources(16, 1, 80 * 2**30), Resources(16, 1, 2 * 2**30)
     assert default_pack(a, big) > default_pack(a, small) >= 1
     assert member_bytes(load_config("power2022-add97"))[0] > member_bytes(load_config("quickstart"))[0]
@@ -118,6 +123,20 @@ def test_run_identity_and_gpu_pack_estimate(tmp_path):
     # start with the data error, stored `failed` as on a CPU (seen on an H100: the planner raised).
     missing = load_config("omnigrok-mnist", [f"data.data_dir={tmp_path / 'no-data'}"])
     assert default_pack(missing, big) == 1
+
+
+def test_cpu_packs_full_batch_runs_only_with_their_own_fraction():
+    """On a CPU packing must not change a result: a full-batch member beside a larger training set
+    is padded to it (other rounding), so those runs pack by fraction there; minibatch runs do not."""
+    base = load_config("quickstart", TINY)
+    runs = lambda batch: [with_overrides(base, {"train.batch_size": batch, "data.frac_train": f,  # noqa: E731
+                                                "train.seed": s}) for f in (0.3, 0.5) for s in (0, 1)]
+    assert len(pack_groups(runs("full"), pack=8, exact=True)) == 2
+    assert all(len({c.data.frac_train for c in g}) == 1 for g in pack_groups(runs("full"), pack=8, exact=True))
+    assert len(pack_groups(runs("full"), pack=8)) == 1       # a GPU's planner: within float rounding anyway
+    assert len(pack_groups(runs(64), pack=8, exact=True)) == 1
+    plan = plan_sweep("f", runs("full"), None, resources=CPU2)
+    assert sorted(len(g) for g in plan.groups) == [2, 2]
 
 
 # ---------------------------------------------------------------- execution, resume, failures

@@ -240,7 +240,7 @@ def register(add) -> None:
     sp.add_argument("--backend", choices=BACKENDS.names(), default="local", help="where to run (default local)")
     sp.add_argument("--address", help="Ray cluster address ('auto' joins a running cluster; default: start one)")
     sp.add_argument("--workers", type=int, help="parallel workers (default: one per core; one per GPU)")
-    sp.add_argument("--pack", type=int, help="max runs per vectorized ensemble (default: 1 on CPU; by memory on GPU)")
+    sp.add_argument("--pack", type=int, help="max runs per vectorized ensemble (default on CPU: the runs dealt evenly over the workers, at most 8 per ensemble; on GPU: by memory)")
     sp.add_argument("--retries", type=int, help="Ray: retries of a failed group (default 2)")
     sp.add_argument("--storage", help="Ray: a directory every node sees, for checkpoints while groups run, so a "
                                       "retried group resumes (default: the store, when the cluster is this host)")

@@ -4,9 +4,16 @@ Runs that differ only in `config.MEMBER_FIELDS` (seed, split, fraction, lr, weig
 scales, init scale, Grokfast λ/α) can train as one vectorized ensemble; runs that differ in
 anything else go to separate groups. How many members to pack comes from measurement:
 
-- **CPU**: pack 1 and one worker process per core with one thread each. Vectorized members were
-  measured *slower* than running them one after another on this CPU build (see the README's benchmark table), and two
-  1-thread workers beat one 2-thread run.
+- **CPU**: one worker process per core with one thread each (two 1-thread workers beat one
+  2-thread run), the runs dealt evenly over the workers in ensembles of at most CPU_PACK members.
+  An ensemble step of up to ~8 small members costs less than their sequential steps (README's
+  benchmark table), a group starts once instead of once per run, and members that stop early
+  leave their ensemble: measured on 2 cores, an early-stopping 8-run MLP fraction sweep took
+  204.7 s packed 4 × 2 against 231.4 s one run per group, and a 20-run tiny one 41.7 s against
+  65.3 s, with identical results. Packing never changes a CPU result: members equal their solo
+  runs bitwise, except full-batch members beside a larger training set (padding changes the
+  rounding of their reductions), so on the CPU full-batch runs pack only with runs of the same
+  training fraction.
 - **GPU**: one worker per GPU, packing as many members as fit in half its free memory, by a
   deliberately simple estimate (:func:`member_bytes`): 8 copies of the parameters and the
   activations of one batch per member, plus one evaluation chunk per group; at most 256 members.
@@ -34,6 +41,7 @@ __all__ = ["Resources", "Group", "Plan", "plan_sweep", "pack_groups", "run_key",
 EXEC_FIELDS = frozenset({"name", "description", "train.threads", "train.device", "train.checkpoint_every",
                          "train.cuda_graphs", "train.compile"})
 MAX_GPU_PACK = 256                        # beyond this, one group's evaluation dominates anyway
+CPU_PACK = 8                              # beyond ~8 small members an ensemble gains little on a CPU
 GPU_BUDGET = 0.5                          # fraction of free GPU memory the estimate may fill
 
 
@@ -43,10 +51,15 @@ def run_key(cfg: RunCfg) -> str:
     return json.dumps(flat, sort_keys=True)
 
 
-def pack_signature(cfg: RunCfg) -> str:
+def pack_signature(cfg: RunCfg, exact: bool = False) -> str:
     """Runs with equal signatures may share an ensemble (`config.ensemble_signature`, execution
-    fields aside: the planner gives every run of a group the same threads and device)."""
-    return json.dumps(ensemble_signature(cfg, ignore=EXEC_FIELDS), sort_keys=True)
+    fields aside: the planner gives every run of a group the same threads and device). `exact`:
+    only runs whose members equal their solo runs bitwise (on the CPU; full-batch runs of
+    different training fractions would pad to the largest set)."""
+    sig = ensemble_signature(cfg, ignore=EXEC_FIELDS)
+    if exact and cfg.train.batch_size == "full":
+        sig = {**sig, "data.frac_train": cfg.data.frac_train}
+    return json.dumps(sig, sort_keys=True)
 
 
 # ---------------------------------------------------------------- resources and pack size
@@ -116,10 +129,13 @@ def member_bytes(cfg: RunCfg) -> tuple[int, int]:
     return 8 * params * 4 + train_act, eval_act
 
 
-def default_pack(cfg: RunCfg, res: Resources) -> int:
-    """Members per ensemble: 1 on CPU; on GPU as many as the memory estimate allows."""
+def default_pack(cfg: RunCfg, res: Resources, n_runs: int = 1, workers: int | None = None) -> int:
+    """Members per ensemble. CPU: `n_runs` dealt into a multiple of `workers` groups (default: one
+    per core) of at most CPU_PACK members each; GPU: as many as the memory estimate allows."""
     if res.kind == "cpu":
-        return 1
+        workers = workers or res.cpus
+        groups = workers * math.ceil(n_runs / (workers * CPU_PACK))
+        return max(1, math.ceil(n_runs / groups))
     try:
         per_member, fixed = member_bytes(cfg)
     except ConfigError:  # the task cannot be built (its data is missing): its runs fail at start, one
@@ -201,28 +217,34 @@ def _get(cfg: RunCfg, dotted: str) -> Any:
     return f"{v:g}" if isinstance(v, float) else v
 
 
-def pack_groups(cfgs: Sequence[RunCfg], pack: int) -> list[tuple[RunCfg, ...]]:
+def pack_groups(cfgs: Sequence[RunCfg], pack: int, exact: bool = False) -> list[tuple[RunCfg, ...]]:
     """Split configs into ensembles of at most `pack` compatible members.
 
-    Runs are bucketed by :func:`pack_signature` (first-seen order) and each bucket is cut into
-    ``ceil(n / pack)`` near-equal consecutive chunks, so a 10-run bucket with pack 8 becomes
-    5 + 5 rather than 8 + 2 (balanced work for parallel workers).
+    Runs are bucketed by :func:`pack_signature` (first-seen order); each bucket is ordered point by
+    point (a point: the config less its seed, first-seen order) and dealt into ``ceil(n / pack)``
+    near-equal groups, run i to group i mod k. So a 10-run bucket with pack 8 becomes 5 + 5 rather
+    than 8 + 2, and a sweep's points (say fractions, whose runs stop early at large ones and run to
+    the cap at small ones) spread over the groups: parallel workers get balanced work while
+    stopped members leave their ensembles.
     """
     if pack < 1:
         raise ConfigError(f"--pack={pack} must be at least 1")
     buckets: dict[str, list[RunCfg]] = {}
     for cfg in cfgs:
-        buckets.setdefault(pack_signature(cfg), []).append(cfg)
+        buckets.setdefault(pack_signature(cfg, exact), []).append(cfg)
     groups = []
     for members in buckets.values():
+        points: dict[str, int] = {}
+        for c in members:
+            points.setdefault(_point(c), len(points))
+        members = sorted(members, key=lambda c: points[_point(c)])  # stable: seeds keep their order
         k = math.ceil(len(members) / pack)
-        base, extra = divmod(len(members), k)
-        start = 0
-        for i in range(k):
-            size = base + (1 if i < extra else 0)
-            groups.append(tuple(members[start:start + size]))
-            start += size
+        groups += [tuple(members[i::k]) for i in range(k)]
     return groups
+
+
+def _point(cfg: RunCfg) -> str:
+    return json.dumps({k: v for k, v in flatten(cfg).items() if k != "train.seed"}, sort_keys=True, default=str)
 
 
 def _execution(cfg: RunCfg, threads: int | str) -> RunCfg:
@@ -272,10 +294,10 @@ def plan_sweep(sweep: str, cfgs: Sequence[RunCfg], store=None, *, pack: int | No
         else:
             new.append(cfg)
 
-    pack = pack or default_pack(next(iter(unique.values())), res)
-    new_groups = pack_groups(new, pack)
-    n_groups = len(new_groups) + len(resume_ids)
     limit = res.gpus if res.kind == "gpu" else res.cpus
+    pack = pack or default_pack(next(iter(unique.values())), res, len(new), workers or limit)
+    new_groups = pack_groups(new, pack, exact=res.kind == "cpu")
+    n_groups = len(new_groups) + len(resume_ids)
     workers = max(1, min(workers or limit, n_groups or 1))
     if threads is None:
         threads = 1 if workers > 1 or res.kind == "gpu" else cfgs[0].train.threads
