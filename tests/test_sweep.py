@@ -112,7 +112,7 @@ def test_run_identity_and_gpu_pack_estimate(tmp_path):
     assert run_key(a) == run_key(b) != run_key(with_overrides(a, {"optim.lr": 2e-3}))
     assert default_pack(a, CPU2) == 1
     # CPU: a multiple of the workers' count of groups, at most 8 members each
-    assert [default_pack(a, CPU2, n, 2) for n in (2, 3, 16, 17, 40)] == [1, 2, 8, 5, 7]
+    assert [default_pack(a, CPU2, n, 2) for n in (0, 2, 3, 16, 17, 40)] == [1, 1, 2, 8, 5, 7]
     big, small = Resources(16, 1, 80 * 2**30), Resources(16, 1, 2 * 2**30)
     assert default_pack(a, big) > default_pack(a, small) >= 1
     assert member_bytes(load_config("power2022-add97"))[0] > member_bytes(load_config("quickstart"))[0]

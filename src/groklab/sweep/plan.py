@@ -133,7 +133,7 @@ def default_pack(cfg: RunCfg, res: Resources, n_runs: int = 1, workers: int | No
     """Members per ensemble. CPU: `n_runs` dealt into a multiple of `workers` groups (default: one
     per core) of at most CPU_PACK members each; GPU: as many as the memory estimate allows."""
     if res.kind == "cpu":
-        workers = workers or res.cpus
+        workers, n_runs = workers or res.cpus, max(1, n_runs)  # a re-run may have no new runs
         groups = workers * math.ceil(n_runs / (workers * CPU_PACK))
         return max(1, math.ceil(n_runs / groups))
     try:
