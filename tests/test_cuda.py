@@ -223,3 +223,31 @@ def test_gpu_sweep_packs_members_and_matches_solo_runs(tmp_path):
     solo = train(with_overrides(load_config("quickstart", spec["set"]), {"data.frac_train": 0.5, "train.seed": 1}),
                  progress=False)[0]
     close(store.metrics(rows[(0.5, 1)]["id"]), solo.metrics)
+
+
+def test_stopped_members_leave_and_the_step_is_captured_again(monkeypatch):
+    """Members that early-stop leave the ensemble: the step is rebuilt and captured again for the
+    rest, whose runs follow those of a group that kept every member (within float rounding: the
+    batched kernels now run over fewer members)."""
+    from groklab.train import engine
+    from groklab.train import step as step_mod
+
+    base = load_config("quickstart", TINY_GROK + [f"train.device={DEVICE}", "train.steps=900", "train.early_stop=true",
+                                                  "train.early_stop_patience=2"])
+    cfgs = [with_overrides(base, {"data.frac_train": f, "train.seed": s}) for s, f in [(0, 0.8), (2, 0.7), (1, 0.4)]]
+    widths, init = [], step_mod.TrainStep.__init__
+
+    def spy(self, model, flat, *args, **kwargs):
+        widths.append(flat.data.shape[0])
+        init(self, model, flat, *args, **kwargs)
+    monkeypatch.setattr(step_mod.TrainStep, "__init__", spy)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        left = train(cfgs, progress=False)
+    assert not [w for w in caught if "capture failed" in str(w.message)], [str(w.message) for w in caught]
+    assert widths[0] == 3 and widths[-1] == 1, widths
+    monkeypatch.setattr(engine, "SHRINK_AT", 0.0)
+    kept = train(cfgs, progress=False)
+    assert [r.summary["early_stopped"] for r in left] == [r.summary["early_stopped"] for r in kept] == [True, True, False]
+    for a, b in zip(left, kept):
+        close(a.metrics, b.metrics, acc_atol=0.03, rtol=1e-2, atol=1e-3)

@@ -191,11 +191,12 @@ def test_ctrl_c_stops_workers_and_leaves_runs_resumable(tmp_path):
     import time
 
     root = tmp_path / "runs"
-    # CPU workers: this tests the process pool (a GPU machine would run one in-process worker).
+    # CPU workers: this tests the process pool (a GPU machine would run one in-process worker);
+    # one run per group, so two groups run and the third waits.
     sets = [a for s in TINY + ["train.steps=1500", "train.checkpoint_every=50", "train.device=cpu"]
             for a in ("--set", s)]
     cmd = [sys.executable, "-m", "groklab.cli", "sweep", "quickstart", "--grid", "data.frac_train=0.3,0.5,0.7",
-           "--name", "cc", "--store", str(root), "--workers", "2", *sets]
+           "--name", "cc", "--store", str(root), "--workers", "2", "--pack", "1", *sets]
     # Like a terminal: Ctrl-C reaches the whole process group (driver and workers).
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
@@ -219,7 +220,7 @@ def test_ctrl_c_stops_workers_and_leaves_runs_resumable(tmp_path):
     assert not left.strip(), left
     spec = load_spec("quickstart", grid={"data.frac_train": (0.3, 0.5, 0.7)}, name="cc",
                      overrides=TINY + ["train.steps=1500", "train.checkpoint_every=50", "train.device=cpu"])
-    plan = plan_sweep("cc", expand(spec), store, resources=CPU2)  # (resuming itself is tested above)
+    plan = plan_sweep("cc", expand(spec), store, resources=CPU2, pack=1)  # (resuming itself is tested above)
     assert plan.n_resume == 2 and plan.n_new == 1
     assert all(store.paths.checkpoint(r["group_id"]).exists() for r in rows)
 
