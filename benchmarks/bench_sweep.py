@@ -9,7 +9,8 @@ store and is timed end to end, start-up included:
 1. sequential: one process, one run after another, torch on every core (what a loop over
    `groklab run` does);
 2. sequential, 1 thread: the same on one thread (the per-run cost the workers pay);
-3. local: `groklab sweep` defaults (pack 1, one spawn worker per core, one thread each);
+3. local: `groklab sweep` defaults (one spawn worker per core, one thread each, the runs dealt
+   evenly over them in ensembles of at most 8);
 4. ray: the same plan as Ray tasks (`ray.init(num_cpus=cores)`), with and without Ray's
    own start-up; the driver writes the store;
 5. shrink: an early-stopping fraction sweep packed as one ensemble (p = 47, fractions 0.35-0.8,
