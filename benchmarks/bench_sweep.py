@@ -91,9 +91,9 @@ def main(argv=None) -> int:
     res = {}
     with tempfile.TemporaryDirectory() as tmp:
         res["seq"] = timed("sequential, auto threads", lambda: run_sweep(
-            spec(n_fracs, seeds, steps, "auto"), store=Store(f"{tmp}/a"), workers=1))
+            spec(n_fracs, seeds, steps, "auto"), store=Store(f"{tmp}/a"), workers=1, pack=1))
         res["seq1"] = timed("sequential, 1 thread", lambda: run_sweep(
-            spec(n_fracs, seeds, steps, "1"), store=Store(f"{tmp}/b"), workers=1))
+            spec(n_fracs, seeds, steps, "1"), store=Store(f"{tmp}/b"), workers=1, pack=1))
         res["local"] = timed(f"local backend ({cores} workers × 1 thread)", lambda: run_sweep(
             spec(n_fracs, seeds, steps, "auto"), store=Store(f"{tmp}/c")))
         if not args.no_ray:
