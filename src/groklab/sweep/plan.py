@@ -234,10 +234,10 @@ def pack_groups(cfgs: Sequence[RunCfg], pack: int, exact: bool = False) -> list[
         buckets.setdefault(pack_signature(cfg, exact), []).append(cfg)
     groups = []
     for members in buckets.values():
-        points: dict[str, int] = {}
-        for c in members:
-            points.setdefault(_point(c), len(points))
-        members = sorted(members, key=lambda c: points[_point(c)])  # stable: seeds keep their order
+        # point by point (first-seen order), each point's runs (its seeds) in their given order
+        keys = [_point(c) for c in members]
+        order = {key: i for i, key in reversed(list(enumerate(keys)))}  # a point's first position
+        members = [c for _, _, c in sorted(zip(map(order.get, keys), range(len(keys)), members))]
         k = math.ceil(len(members) / pack)
         groups += [tuple(members[i::k]) for i in range(k)]
     return groups
