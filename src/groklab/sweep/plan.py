@@ -9,8 +9,9 @@ anything else go to separate groups. How many members to pack comes from measure
   An ensemble step of up to ~8 small members costs less than their sequential steps (README's
   benchmark table), a group starts once instead of once per run, and members that stop early
   leave their ensemble: measured on 2 cores, an early-stopping 8-run MLP fraction sweep took
-  204.7 s packed 4 × 2 against 231.4 s one run per group, and a 20-run tiny one 41.7 s against
-  65.3 s, with identical results. Packing never changes a CPU result: members equal their solo
+  204.7 s packed 4 × 2 against 231.4 s one run per group, a 20-run tiny one 41.7 s against
+  65.3 s, and `mlp-fraction` (18 runs, 10 000-step stragglers) 745 s against 763 s, with identical
+  results. Packing never changes a CPU result: members equal their solo
   runs bitwise, except full-batch members beside a larger training set (padding changes the
   rounding of their reductions), so on the CPU full-batch runs pack only with runs of the same
   training fraction.
