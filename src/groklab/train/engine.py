@@ -409,7 +409,9 @@ class _Run:
         share = SHRINK_AT_COMPILED if self.c0.train.compile else SHRINK_AT
         if not running or len(running) > share * len(self.live):
             return
-        self._ledger = {k: v.detach().to("cpu", copy=True) for k, v in self._state().items()}
+        state = self._state()  # merged copies once a ledger exists; else the live tensors, copied here
+        self._ledger = state if self._ledger is not None else {k: v.detach().to("cpu", copy=True)
+                                                              for k, v in state.items()}
         pos = torch.tensor(running, device=self.device)
         old_flat, old_opt = self.flat, self.opt
         self.live = [self.live[j] for j in running]
