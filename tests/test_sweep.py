@@ -9,10 +9,11 @@ from groklab import load_config, with_overrides
 from groklab.config import ConfigError
 from groklab.store import Store
 from groklab.sweep import load_spec, expand, parse_grid, plan_sweep, pack_groups, run_key, run_sweep, runs_table
-from groklab.sweep.plan import Resources, default_pack, member_bytes, pack_signature
+from groklab.sweep.plan import Resources, default_pack, member_bytes, pack_signature, takes_whole_set
+from groklab.train import train
 from groklab.sweep.spec import axis_values
 
-from conftest import CPU
+from conftest import CPU, MEMBER_COLS
 
 TINY = ["data.p=23", "train.threads=1", "train.steps=60", "train.eval_every=20", "train.batch_size=64",
         "train.early_stop=false"]
@@ -137,6 +138,25 @@ def test_cpu_packs_full_batch_runs_only_with_their_own_fraction():
     assert len(pack_groups(runs(64), pack=8, exact=True)) == 1
     plan = plan_sweep("f", runs("full"), None, resources=CPU2)
     assert sorted(len(g) for g in plan.groups) == [2, 2]
+
+
+def test_cpu_packs_runs_whose_set_fits_one_batch_by_fraction_and_members_equal_solo():
+    """A minibatch run whose training set (or an ungrokking phase's subset) is no larger than its
+    batch takes the whole set each step, as a full-batch run does: the CPU planner packs it only
+    with its own fraction, and every member of the planned groups equals its solo run bitwise."""
+    base = load_config("quickstart", TINY + [CPU, "train.batch_size=128"])  # p = 23: 529 examples
+    runs = [with_overrides(base, {"data.frac_train": f, "train.seed": s}) for f in (0.2, 0.22, 0.5, 0.6) for s in (0, 1)]
+    assert [takes_whole_set(c) for c in runs] == [True] * 4 + [False] * 4     # 106 and 116 ≤ 128 < 264
+    groups = pack_groups(runs, pack=8, exact=True)
+    assert sorted({c.data.frac_train for c in g} for g in groups) == [{0.2}, {0.22}, {0.5, 0.6}]
+    assert len(pack_groups(runs, pack=8)) == 1
+    for g in groups:
+        for cfg, member in zip(g, train(list(g), progress=False)):
+            (solo,) = train([cfg], progress=False)
+            assert member.metrics[MEMBER_COLS].equals(solo.metrics[MEMBER_COLS]), cfg.data.frac_train
+    # an ungrokking phase that keeps 3 % of 6 586 examples (198 ≤ 512) takes its whole subset
+    ungrok = load_config("ungrok-mlp")
+    assert takes_whole_set(ungrok) and not takes_whole_set(with_overrides(ungrok, {"train.phases": []}))
 
 
 # ---------------------------------------------------------------- execution, resume, failures

@@ -12,9 +12,10 @@ anything else go to separate groups. How many members to pack comes from measure
   204.7 s packed 4 × 2 against 231.4 s one run per group, a 20-run tiny one 41.7 s against
   65.3 s, and `mlp-fraction` (18 runs, 10 000-step stragglers) 745 s against 763 s, with identical
   results. Packing never changes a CPU result: members equal their solo
-  runs bitwise, except full-batch members beside a larger training set (padding changes the
-  rounding of their reductions), so on the CPU full-batch runs pack only with runs of the same
-  training fraction.
+  runs bitwise, except members that take their whole training set in a step (full batch, or a
+  set no larger than the batch) beside a larger set (padding changes the rounding of their
+  reductions), so on the CPU those runs pack only with runs of the same training fraction
+  (:func:`takes_whole_set`).
 - **GPU**: one worker per GPU, packing as many members as fit in half its free memory, by a
   deliberately simple estimate (:func:`member_bytes`): 8 copies of the parameters and the
   activations of one batch per member, plus one evaluation chunk per group; at most 256 members.
@@ -32,11 +33,12 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
-from ..config import ConfigError, RunCfg, ensemble_signature, flatten, from_dict
+from ..config import ConfigError, RunCfg, ensemble_signature, flatten, from_dict, member_fields
+from ..data.tasks import subset
 from ..store import TERMINAL
 
 __all__ = ["Resources", "Group", "Plan", "plan_sweep", "pack_groups", "run_key", "member_bytes", "default_pack",
-           "local_resources"]
+           "local_resources", "takes_whole_set"]
 
 # Fields that say how a run executes, not what it computes: never part of a run's identity.
 EXEC_FIELDS = frozenset({"name", "description", "train.threads", "train.device", "train.checkpoint_every",
@@ -55,12 +57,48 @@ def run_key(cfg: RunCfg) -> str:
 def pack_signature(cfg: RunCfg, exact: bool = False) -> str:
     """Runs with equal signatures may share an ensemble (`config.ensemble_signature`, execution
     fields aside: the planner gives every run of a group the same threads and device). `exact`:
-    only runs whose members equal their solo runs bitwise (on the CPU; full-batch runs of
-    different training fractions would pad to the largest set)."""
+    only runs whose members equal their solo runs bitwise (on the CPU): a run that trains on its
+    whole set at some phase (:func:`takes_whole_set`) packs only with runs of its own fraction,
+    since beside a larger set it would be padded to it."""
     sig = ensemble_signature(cfg, ignore=EXEC_FIELDS)
-    if exact and cfg.train.batch_size == "full":
+    if exact and takes_whole_set(cfg):
         sig = {**sig, "data.frac_train": cfg.data.frac_train}
     return json.dumps(sig, sort_keys=True)
+
+
+def takes_whole_set(cfg: RunCfg) -> bool:
+    """Whether the sampler takes the run's whole training set at some phase: full batch, or a set
+    (an ungrokking phase's subset too) no larger than the batch. Such a member, packed beside a
+    larger set, is padded to it and drawn in another order: the same examples, other rounding."""
+    if cfg.train.batch_size == "full":
+        return True
+    try:
+        task_def, task = _task(cfg)
+    except ConfigError:  # its data is missing: it fails at start, whatever it packs with
+        return False
+    train_idx = task_def.split(cfg.data, task)[0]
+    sizes = [len(train_idx)] + [len(subset(train_idx, ph.frac_train, 0)) for ph in cfg.train.phases
+                                if ph.frac_train is not None]
+    return min(sizes) <= int(cfg.train.batch_size)
+
+
+_BUILT: dict[str, tuple[Any, Any]] = {}   # tasks built while planning (asked run by run); cleared after
+
+
+def _task(cfg: RunCfg) -> tuple[Any, Any]:
+    """(task definition, built task data) of `cfg`. Built once per data config less the member
+    fields, on which a build may not depend (an ensemble's members share one build)."""
+    from ..data import TASKS
+
+    skip = member_fields(cfg)
+    key = json.dumps({k: v for k, v in flatten(cfg).items() if k.startswith("data.") and k not in skip},
+                     sort_keys=True, default=str)
+    if key not in _BUILT:
+        if len(_BUILT) >= 4:
+            _BUILT.clear()
+        task_def = TASKS.get(cfg.data.task)()
+        _BUILT[key] = task_def, task_def.build(cfg.data)
+    return _BUILT[key]
 
 
 # ---------------------------------------------------------------- resources and pack size
@@ -113,12 +151,10 @@ def member_bytes(cfg: RunCfg) -> tuple[int, int]:
     """
     import torch
 
-    from ..data import TASKS
     from ..models import MODELS, build_model
     from ..train.engine import EVAL_CHUNK
 
-    task_def = TASKS.get(cfg.data.task)()
-    task = task_def.build(cfg.data)
+    task_def, task = _task(cfg)
     with torch.device("meta"):  # count parameters without allocating them
         params = build_model(cfg.model, task, 1).param_counts()["params"]
     m, m_train = len(task.y), len(task_def.split(cfg.data, task)[0])
@@ -269,6 +305,13 @@ def plan_sweep(sweep: str, cfgs: Sequence[RunCfg], store=None, *, pack: int | No
     Returns:
         The :class:`Plan`.
     """
+    try:
+        return _plan(sweep, cfgs, store, pack, workers, resources, threads)
+    finally:
+        _BUILT.clear()
+
+
+def _plan(sweep, cfgs, store, pack, workers, resources, threads) -> Plan:
     if not cfgs:
         raise ConfigError(f"sweep {sweep!r} has no runs")
     res = resources or local_resources(cfgs[0].train.device)
