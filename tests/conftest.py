@@ -33,6 +33,16 @@ def tiny(preset: str = "quickstart", *extra: str, steps: int = 60):
 MEMBER_COLS = ["train_loss", "val_loss", "train_acc", "val_acc", "param_norm"]
 
 
+def child_context():
+    """The multiprocessing context for a child process that trains. Forked children start at once,
+    but on a machine with a CUDA device the parent's first backward starts autograd's per-device
+    threads, after which a forked child cannot run backward at all (PyTorch refuses: "Unable to
+    handle autograd's threading in combination with fork-based multiprocessing"), even on the CPU.
+    There they are spawned: a fresh interpreter, the same `sys.path`."""
+    import multiprocessing as mp
+    return mp.get_context("spawn" if torch.cuda.is_available() else "fork")
+
+
 def member_and_solo(base):
     """Train seed 0 and a member differing in seed, fraction and lr as one ensemble, and that second
     member alone: (ensemble results, solo result), for member == solo checks."""

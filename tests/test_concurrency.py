@@ -18,10 +18,10 @@ from groklab.sweep import load_spec, run_sweep
 from groklab.train import train
 from groklab.train.checkpoint import read_tensors
 
-from conftest import CPU, tiny
+from conftest import CPU, child_context, tiny
 
 WRITERS, RUNS = 4, 25
-# The writers are forked: a forked child cannot use a CUDA context its parent made, so they train on the CPU.
+# The writers train on the CPU: this test is about the store, and forked writers could not use a CUDA context.
 QUICK = ["train.eval_every=5", "train.checkpoint_every=5", "train.eval_log_points=0", CPU]
 
 
@@ -57,9 +57,8 @@ def _read(root: Path, capsys) -> int:
 @pytest.mark.slow
 def test_four_writers_and_readers_lose_nothing(tmp_path, capsys):
     root = tmp_path / "runs"
-    Store(root).conn.close()  # schema now; no connection may stay open in this process across the fork
-    ctx = mp.get_context("fork")  # torch is imported already: forked writers start at once
-    procs = [ctx.Process(target=_writer, args=(str(root), w)) for w in range(WRITERS)]
+    Store(root).conn.close()  # schema now; no connection may stay open in this process across a fork
+    procs = [child_context().Process(target=_writer, args=(str(root), w)) for w in range(WRITERS)]
     for p in procs:
         p.start()
     reads, seen = 0, []

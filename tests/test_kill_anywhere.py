@@ -1,6 +1,7 @@
 """Kill anywhere: SIGKILL a run at seeded random moments, resume it, and demand the exact result.
 
-Each case forks a child that trains into a fresh store and dies by SIGKILL at one moment:
+Each case starts a child (forked; spawned where CUDA is, see `conftest.child_context`) that
+trains into a fresh store and dies by SIGKILL at one moment:
 
 - ``step``: the parent kills it from outside once training has passed a random step (plus a
   random few milliseconds, so the kill lands inside a step);
@@ -21,9 +22,7 @@ import os
 import random
 import signal
 import sqlite3
-import sys
 import time
-import traceback
 from contextlib import contextmanager
 
 import pytest
@@ -36,9 +35,9 @@ from groklab.train import checkpoint as ckpt_mod
 from groklab.train import train
 from groklab.train.checkpoint import read_tensors
 
-from conftest import CPU, tiny
+from conftest import CPU, child_context, tiny
 
-pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX)")
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs POSIX signals and fork")
 
 SEED = 14  # the kill schedule is drawn from this: the same moments on every run of the suite
 STEPS = 150
@@ -76,7 +75,7 @@ _RNG = random.Random(SEED)
 CASES = _schedule(_RNG, "solo", 9) + _schedule(_RNG, "ensemble", 7)
 
 
-# ---------------------------------------------------------------- traps run in the forked child
+# ---------------------------------------------------------------- traps run in the child
 
 def _die():
     os.kill(os.getpid(), signal.SIGKILL)
@@ -119,24 +118,21 @@ def _arm(site: str, nth: int, frac: float) -> None:
         Store._tx = tx
 
 
-def _fork(root, cfgs, site: str, nth: int, frac: float, run_id: int | None) -> int:
-    pid = os.fork()
-    if pid == 0:  # the child: train (or resume) until the trap or the parent kills it
-        code = 1
-        try:
-            _arm(site, nth, frac)
-            store = Store(root)
-            if run_id is None:
-                train(cfgs, store=store, progress=False)
-            else:
-                resume(run_id, store)
-            code = 0
-        except BaseException:
-            traceback.print_exc()  # the parent's report shows why (os._exit skips Python's own print)
-        finally:
-            sys.stderr.flush()
-            os._exit(code)
-    return pid
+def _child(root, cfgs, site: str, nth: int, frac: float, run_id: int | None) -> None:
+    """The child: train (or resume) until the trap or the parent kills it."""
+    torch.set_num_threads(1)  # a spawned child starts with the machine's default
+    _arm(site, nth, frac)
+    store = Store(root)
+    if run_id is None:
+        train(cfgs, store=store, progress=False)
+    else:
+        resume(run_id, store)
+
+
+def _start(root, cfgs, site: str, nth: int, frac: float, run_id: int | None):
+    proc = child_context().Process(target=_child, args=(root, cfgs, site, nth, frac, run_id))
+    proc.start()
+    return proc
 
 
 @contextmanager
@@ -161,21 +157,16 @@ def _max_step(root) -> int:
 def _kill_once(root, cfgs, site, nth, frac, target, delay, run_id=None) -> bool:
     """Run the child until it dies at its trap (or, for `step`, until the parent kills it past
     `target`); True if it was killed, False if it finished first."""
-    pid = _fork(root, cfgs, "none" if site == "step" else site, nth, frac, run_id)
+    proc = _start(root, cfgs, "none" if site == "step" else site, nth, frac, run_id)
     if site == "step":
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
+        while proc.is_alive():
             if _max_step(root) >= target:
                 time.sleep(delay)
-                os.kill(pid, signal.SIGKILL)
-                _, status = os.waitpid(pid, 0)
+                proc.kill()
                 break
             time.sleep(0.002)
-    else:
-        _, status = os.waitpid(pid, 0)
-    return os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    proc.join()
+    return proc.exitcode == -signal.SIGKILL  # a child that raised printed its traceback (exit code 1)
 
 
 def _assert_intact(root) -> None:
