@@ -7,7 +7,8 @@
 2. `power2022-add97` solo vs a plain PyTorch loop on the same card (the same model sizes,
    torch.optim.AdamW, device-side minibatches, evaluation every 100 steps), two alternations each;
 3. ensembles: member-steps/s of N members (nanda2023 N = 64, 256; power2022-add97 N = 32;
-   quickstart N = 256) against the solo rate, and attention as SDPA vs broadcast products;
+   quickstart N = 256) against the solo rate and as TFLOP/s of counted matmul work (`step_flops`),
+   and attention as SDPA vs broadcast products;
 3b. sweep: `repro-fraction` (13 fractions x 3 seeds of a p = 97 Transformer) as one ensemble, steps/s
    under fp32, tf32 + compile and bf16 + compile, and the minutes its 1e5-step cap would take;
 4. time to grok: nanda2023 solo to val 99 % (early stop), wall seconds and step;
@@ -74,6 +75,38 @@ def timed(cfgs, warm: int) -> tuple[float, list, float]:
 def cfg_for(preset: str, steps: int, *extra: str) -> object:
     return load_config(preset, [f"train.device={DEVICE}", f"train.steps={steps}", "train.eval_every=100",
                                 "train.eval_log_points=0", "train.early_stop=false", "train.threads=1", *extra])
+
+
+_FLOPS: dict[str, float] = {}
+
+
+def step_flops(cfg) -> float:
+    """Matmul FLOPs of one member's training step (forward + backward), counted once per preset by
+    torch's FlopCounterMode around one step on the CPU (the count is the same on any device and in
+    any precision): what each member-step asks of the card's matmul units."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from groklab.train import step as step_mod
+    if cfg.name not in _FLOPS:
+        real, counted = step_mod.TrainStep._step, []
+
+        def count(self):
+            with FlopCounterMode(display=False) as fc:
+                real(self)
+            counted.append(fc.get_total_flops())
+        step_mod.TrainStep._step = count
+        try:
+            train(with_overrides(cfg, {"train.steps": 1, "train.device": "cpu", "train.compile": False,
+                                       "train.cuda_graphs": False}), progress=False)
+        finally:
+            step_mod.TrainStep._step = real
+        _FLOPS[cfg.name] = counted[-1]
+    return _FLOPS[cfg.name]
+
+
+def tflops(cfg, member_steps: float) -> str:
+    """`member_steps` per second as TFLOP/s of counted matmul work (see `step_flops`)."""
+    return f"{member_steps * step_flops(cfg) / 1e12:.3g} TFLOP/s"
 
 
 def members(cfg, n: int):
@@ -160,9 +193,11 @@ def main() -> None:
         ens_steps, ens_warm = (200, 100) if q else (700, 200)
         for preset, n in (("nanda2023", 64), ("nanda2023", 256), ("power2022-add97", 32), ("quickstart", 256)):
             n = min(n, 4) if q else n
-            rate, _, peak = timed(members(cfg_for(preset, ens_steps), n), ens_warm)
+            cfg = cfg_for(preset, ens_steps)
+            rate, _, peak = timed(members(cfg, n), ens_warm)
             base = solo.get(preset, float("nan"))
-            out(f"{preset} N={n} member-steps/s", f"{rate * n:.0f} ({rate * n / base:.1f}x solo; peak {peak:.1f} GB)")
+            out(f"{preset} N={n} member-steps/s", f"{rate * n:.0f} ({rate * n / base:.1f}x solo; "
+                                                  f"{tflops(cfg, rate * n)}; peak {peak:.1f} GB)")
         n, rates, saved = (4 if q else 64), {}, tmod._use_broadcast
         try:
             for name, choice in (("broadcast", True), ("SDPA", False)):
@@ -183,7 +218,8 @@ def main() -> None:
             t = time.perf_counter()
             rate, _, peak = timed(fr, w)
             out(f"repro-fraction as one ensemble ({reps} runs), {precision} compile={on}: steps/s",
-                f"{rate:.0f} = {rate * reps:.0f} member-steps/s (1e5 steps: {1e5 / rate / 60:.1f} min; "
+                f"{rate:.0f} = {rate * reps:.0f} member-steps/s ({tflops(fr[0], rate * reps)}; "
+                f"1e5 steps: {1e5 / rate / 60:.1f} min; "
                 f"peak {peak:.1f} GB; call {time.perf_counter() - t:.0f} s)")
 
     if "grok" not in skip:
@@ -218,14 +254,16 @@ def main() -> None:
         for precision, on in (("fp32", "false"), ("fp32", "true"), ("tf32", "true"), ("bf16", "false"),
                               ("bf16", "true")):
             t = time.perf_counter()
-            rate, _, peak = timed(members(cfg_for("nanda2023", steps, f"train.precision={precision}",
-                                                  f"train.compile={on}"), n), w)
+            cfg = cfg_for("nanda2023", steps, f"train.precision={precision}", f"train.compile={on}")
+            rate, _, peak = timed(members(cfg, n), w)
             out(f"nanda2023 N={n} {precision} compile={on} member-steps/s",
-                f"{rate * n:.0f} (peak {peak:.1f} GB; call {time.perf_counter() - t:.0f} s incl. compile)")
+                f"{rate * n:.0f} ({tflops(cfg, rate * n)}; peak {peak:.1f} GB; "
+                f"call {time.perf_counter() - t:.0f} s incl. compile)")
         if not q:
-            rate, _, peak = timed(members(cfg_for("nanda2023", steps, "train.precision=bf16", "train.compile=true"),
-                                          256), w)
-            out("nanda2023 N=256 bf16 compile=true member-steps/s", f"{rate * 256:.0f} (peak {peak:.1f} GB)")
+            cfg = cfg_for("nanda2023", steps, "train.precision=bf16", "train.compile=true")
+            rate, _, peak = timed(members(cfg, 256), w)
+            out("nanda2023 N=256 bf16 compile=true member-steps/s",
+                f"{rate * 256:.0f} ({tflops(cfg, rate * 256)}; peak {peak:.1f} GB)")
 
     if "profile" not in skip:
         from torch.profiler import ProfilerActivity, profile
