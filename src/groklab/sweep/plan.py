@@ -54,51 +54,48 @@ def run_key(cfg: RunCfg) -> str:
     return json.dumps(flat, sort_keys=True)
 
 
-def pack_signature(cfg: RunCfg, exact: bool = False) -> str:
+def pack_signature(cfg: RunCfg, exact: bool = False, built: dict | None = None) -> str:
     """Runs with equal signatures may share an ensemble (`config.ensemble_signature`, execution
     fields aside: the planner gives every run of a group the same threads and device). `exact`:
     only runs whose members equal their solo runs bitwise (on the CPU): a run that trains on its
     whole set at some phase (:func:`takes_whole_set`) packs only with runs of its own fraction,
-    since beside a larger set it would be padded to it."""
+    since beside a larger set it would be padded to it. `built`: tasks built so far, by data config."""
     sig = ensemble_signature(cfg, ignore=EXEC_FIELDS)
-    if exact and takes_whole_set(cfg):
+    if exact and takes_whole_set(cfg, built):
         sig = {**sig, "data.frac_train": cfg.data.frac_train}
     return json.dumps(sig, sort_keys=True)
 
 
-def takes_whole_set(cfg: RunCfg) -> bool:
+def takes_whole_set(cfg: RunCfg, built: dict | None = None) -> bool:
     """Whether the sampler takes the run's whole training set at some phase: full batch, or a set
     (an ungrokking phase's subset too) no larger than the batch. Such a member, packed beside a
-    larger set, is padded to it and drawn in another order: the same examples, other rounding."""
+    larger set, is padded to it and drawn in another order: the same examples, other rounding.
+    `built` caches the tasks this builds, by data config less the member fields (on which a build
+    may not depend: an ensemble's members share one build)."""
     if cfg.train.batch_size == "full":
         return True
-    try:
-        task_def, task = _task(cfg)
-    except ConfigError:  # its data is missing: it fails at start, whatever it packs with
-        return False
+    built = {} if built is None else built
+    skip = member_fields(cfg)
+    key = json.dumps({k: v for k, v in flatten(cfg).items() if k.startswith("data.") and k not in skip},
+                     sort_keys=True, default=str)
+    if key not in built:
+        try:
+            built[key] = _build(cfg)
+        except ConfigError:  # its data is missing: it fails at start, whatever it packs with
+            return False
+    task_def, task = built[key]
     train_idx = task_def.split(cfg.data, task)[0]
     sizes = [len(train_idx)] + [len(subset(train_idx, ph.frac_train, 0)) for ph in cfg.train.phases
                                 if ph.frac_train is not None]
     return min(sizes) <= int(cfg.train.batch_size)
 
 
-_BUILT: dict[str, tuple[Any, Any]] = {}   # tasks built while planning (asked run by run); cleared after
-
-
-def _task(cfg: RunCfg) -> tuple[Any, Any]:
-    """(task definition, built task data) of `cfg`. Built once per data config less the member
-    fields, on which a build may not depend (an ensemble's members share one build)."""
+def _build(cfg: RunCfg) -> tuple[Any, Any]:
+    """(task definition, built task data) of `cfg`."""
     from ..data import TASKS
 
-    skip = member_fields(cfg)
-    key = json.dumps({k: v for k, v in flatten(cfg).items() if k.startswith("data.") and k not in skip},
-                     sort_keys=True, default=str)
-    if key not in _BUILT:
-        if len(_BUILT) >= 4:
-            _BUILT.clear()
-        task_def = TASKS.get(cfg.data.task)()
-        _BUILT[key] = task_def, task_def.build(cfg.data)
-    return _BUILT[key]
+    task_def = TASKS.get(cfg.data.task)()
+    return task_def, task_def.build(cfg.data)
 
 
 # ---------------------------------------------------------------- resources and pack size
@@ -154,7 +151,7 @@ def member_bytes(cfg: RunCfg) -> tuple[int, int]:
     from ..models import MODELS, build_model
     from ..train.engine import EVAL_CHUNK
 
-    task_def, task = _task(cfg)
+    task_def, task = _build(cfg)
     with torch.device("meta"):  # count parameters without allocating them
         params = build_model(cfg.model, task, 1).param_counts()["params"]
     m, m_train = len(task.y), len(task_def.split(cfg.data, task)[0])
@@ -267,8 +264,9 @@ def pack_groups(cfgs: Sequence[RunCfg], pack: int, exact: bool = False) -> list[
     if pack < 1:
         raise ConfigError(f"--pack={pack} must be at least 1")
     buckets: dict[str, list[RunCfg]] = {}
+    built: dict = {}  # tasks built for exact signatures, once per data config
     for cfg in cfgs:
-        buckets.setdefault(pack_signature(cfg, exact), []).append(cfg)
+        buckets.setdefault(pack_signature(cfg, exact, built), []).append(cfg)
     groups = []
     for members in buckets.values():
         # point by point (first-seen order), each point's runs (its seeds) in their given order
@@ -305,13 +303,6 @@ def plan_sweep(sweep: str, cfgs: Sequence[RunCfg], store=None, *, pack: int | No
     Returns:
         The :class:`Plan`.
     """
-    try:
-        return _plan(sweep, cfgs, store, pack, workers, resources, threads)
-    finally:
-        _BUILT.clear()
-
-
-def _plan(sweep, cfgs, store, pack, workers, resources, threads) -> Plan:
     if not cfgs:
         raise ConfigError(f"sweep {sweep!r} has no runs")
     res = resources or local_resources(cfgs[0].train.device)
