@@ -175,7 +175,8 @@ def _early_stopping_group(**extra):
     from conftest import TINY_GROK
     base = load_config("quickstart", [*TINY_GROK, "train.steps=1200", "train.early_stop=true",
                                       "train.early_stop_patience=2", "train.checkpoint_every=100",
-                                      "model.dropout=0.1", *[f"{k}={v}" for k, v in extra.items()]])
+                                      "model.dropout=0.1", CPU,  # bitwise member == solo: a CPU guarantee
+                                      *[f"{k}={v}" for k, v in extra.items()]])
     return [with_overrides(base, {"data.frac_train": f, "train.seed": s}) for s, f in [(0, 0.8), (2, 0.7), (1, 0.4)]]
 
 

@@ -58,7 +58,12 @@ def hash_bits(keys: torch.Tensor, counter: torch.Tensor | int, site: int, positi
     step: int or 0-dim integer tensor), a site (which draw within the step) and positions (int32)."""
     counter = torch.as_tensor(counter, device=keys.device).to(torch.int32)
     stream = mix32(keys ^ mix32(counter * _GOLDEN + site * 0x2545F49))                   # (N,)
-    return mix32(positions * _GOLDEN + stream.view(-1, *[1] * positions.dim()))
+    # The positions' product in int64, cut to int32 by the cast: the same low 32 bits as int32's
+    # wrapping product. Inductor folds an arange of positions into index arithmetic and emitted
+    # int32's product as an int32 literal it could not hold ("Scalar 5308871520 is out of range for
+    # type int32", Triton, a compiled dropout step on CUDA).
+    spread = (positions.to(torch.int64) * _GOLDEN).to(torch.int32)
+    return mix32(spread + stream.view(-1, *[1] * positions.dim()))
 
 
 def keep_mask(keys: torch.Tensor, counter: torch.Tensor | int, site: int, positions: torch.Tensor,
