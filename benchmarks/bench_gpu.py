@@ -10,7 +10,10 @@
    quickstart N = 256) against the solo rate and as TFLOP/s of counted matmul work (`step_flops`),
    and attention as SDPA vs broadcast products;
 3b. sweep: `repro-fraction` (13 fractions x 3 seeds of a p = 97 Transformer) as one ensemble, steps/s
-   under fp32, tf32 + compile and bf16 + compile, and the minutes its 1e5-step cap would take;
+   under fp32, tf32 (compile off and on) and bf16 + compile, and the minutes its 1e5-step cap would take;
+3c. streams: the sweep's tail (its 6 runs at fractions 0.2 / 0.25, then 12 with 0.3 / 0.35) as one
+   ensemble's CUDA graph, or split into sub-ensembles whose graphs replay side by side on their own
+   streams: training steps only, member-steps/s per split (does the tail gain from concurrency?);
 4. time to grok: nanda2023 solo to val 99 % (early stop), wall seconds and step;
 5. precision: 8 nanda2023 seeds in one ensemble under fp32, tf32 and bf16: steps to val 99 %;
 6. compile: nanda2023 N = 64 member-steps/s with `train.compile` off and on, per precision (and N = 256);
@@ -21,6 +24,7 @@ Rates exclude start-up: they are measured between the first evaluation after `WA
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -37,6 +41,7 @@ from groklab import load_config, with_overrides  # noqa: E402
 from groklab.data import TASKS, fraction_split  # noqa: E402
 from groklab.models import transformer as tmod  # noqa: E402
 from groklab.train import train  # noqa: E402
+from groklab.train.engine import _Run, numerics  # noqa: E402  (the streams section drives steps directly)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -109,6 +114,29 @@ def tflops(cfg, member_steps: float) -> str:
     return f"{member_steps * step_flops(cfg) / 1e12:.3g} TFLOP/s"
 
 
+def split_rate(cfgs, parts: int, steps: int, warm: int) -> float:
+    """Member-steps/s of `cfgs` trained as `parts` sub-ensembles, each its own step program (a CUDA
+    graph on a GPU), replayed round-robin on one stream each: training steps only, no evaluation."""
+    k = len(cfgs) // parts
+    with numerics(cfgs[0].train):
+        runs = [_Run(cfgs[i * k:(i + 1) * k], None, None, None) for i in range(parts)]
+        streams = [torch.cuda.Stream() if DEVICE == "cuda" else None for _ in runs]
+        for run in runs:
+            run.sync_phase(0)
+
+        def steps_of(n: int) -> None:
+            for _ in range(n):
+                for run, stream in zip(runs, streams):
+                    with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
+                        run.train_step()
+        steps_of(warm)  # warm-up and capture
+        _sync()
+        t = time.perf_counter()
+        steps_of(steps)
+        _sync()
+        return steps * len(cfgs) / (time.perf_counter() - t)
+
+
 def members(cfg, n: int):
     return [with_overrides(cfg, {"train.seed": s}) for s in range(n)]
 
@@ -151,11 +179,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="tiny step counts (checks the script, e.g. on a CPU)")
     ap.add_argument("--skip", default="", help="comma-separated sections to skip: "
-                                               "solo,plain,ensemble,sweep,grok,precision,compile")
+                                               "solo,plain,ensemble,sweep,streams,grok,precision,compile")
     ap.add_argument("--only", default="", help="comma-separated sections to run (all but profile by default)")
     ap.add_argument("--compile", action="store_true", help="train.compile=true in the grok and precision sections")
     args = ap.parse_args()
-    sections = {"solo", "plain", "ensemble", "sweep", "grok", "precision", "compile", "profile"}
+    sections = {"solo", "plain", "ensemble", "sweep", "streams", "grok", "precision", "compile", "profile"}
     run = set(args.only.split(",")) if args.only else sections - {"profile"}
     skip = sections - run | set(args.skip.split(","))
     comp = [f"train.compile={str(args.compile).lower()}"]
@@ -211,7 +239,7 @@ def main() -> None:
         # repro-fraction / mystery-semigrok: 13 fractions x 3 seeds of a p = 97 Transformer, one ensemble,
         # up to 1e5 steps (the fractions that never generalize keep the ensemble running to the cap)
         reps, (steps, w) = (3, (200, 100)) if q else (39, (600, 200))
-        for precision, on in (("fp32", "false"), ("tf32", "true"), ("bf16", "true")):
+        for precision, on in (("fp32", "false"), ("tf32", "false"), ("tf32", "true"), ("bf16", "true")):
             fr = [with_overrides(cfg_for("repro-transformer", steps, f"train.precision={precision}",
                                          f"train.compile={on}"),
                                  {"train.seed": i % 3, "data.frac_train": 0.2 + 0.05 * (i // 3)}) for i in range(reps)]
@@ -221,6 +249,18 @@ def main() -> None:
                 f"{rate:.0f} = {rate * reps:.0f} member-steps/s ({tflops(fr[0], rate * reps)}; "
                 f"1e5 steps: {1e5 / rate / 60:.1f} min; "
                 f"peak {peak:.1f} GB; call {time.perf_counter() - t:.0f} s)")
+
+    if "streams" not in skip:
+        # The sweep's tail sets its wall time (fourth lease: 6-12 members at ~200 steps/s for 60 000+
+        # steps, where a solo graph runs ~725): one ensemble, or sub-ensembles on their own streams.
+        steps, w = (20, 5) if q else (600, 50)
+        for n, splits in ((6, (1, 2, 3, 6)), (12, (1, 2, 4, 12))):
+            tail = [with_overrides(cfg_for("repro-transformer", 10 ** 5),
+                                   {"train.seed": i % 3, "data.frac_train": 0.2 + 0.05 * (i // 3)}) for i in range(n)]
+            rates = {parts: split_rate(tail, parts, steps, w) for parts in splits}
+            out(f"repro-fraction tail, {n} runs: member-steps/s as 1 ensemble / split on streams",
+                " / ".join(f"{parts}x{n // parts}: {r:.0f}" for parts, r in rates.items())
+                + f" ({max(rates.values()) / rates[1]:.2f}x best vs one ensemble)")
 
     if "grok" not in skip:
         cfg = load_config("nanda2023", [f"train.device={DEVICE}", "train.early_stop=true", "train.threads=1", *comp]
