@@ -15,7 +15,11 @@ store and is timed end to end, start-up included:
    own start-up; the driver writes the store;
 5. shrink: an early-stopping fraction sweep packed as one ensemble (p = 47, fractions 0.35-0.8,
    stopping at val 99 % or 3 000 steps), with stopped members leaving the batched model (the
-   default) and with them kept to the end; both give the same results (checked).
+   default) and with them kept to the end; both give the same results (checked);
+6. checkpoint: how long one checkpoint of a 39-member `repro-transformer` ensemble (the GPU
+   planner's `repro-fraction` group: 263 MB of parameters and Adam state, written every 1 000
+   steps) holds up training, mean of 3: written at once (with its parts: digest, serialization,
+   write, fsync) and handed to the background writer (the default).
 
 Run it alone: another torch process on the same cores distorts every figure.
 """
@@ -65,6 +69,59 @@ def shrink_section(quick: bool) -> tuple[float, float]:
     return leave, kept
 
 
+def checkpoint_section(quick: bool) -> tuple[float, float]:
+    """Seconds one ensemble checkpoint holds up training (mean of 3): written at once, with its
+    parts (digest, serialization, write, fsync), and handed to the background writer."""
+    from groklab import load_config, with_overrides
+    from groklab.train import checkpoint
+    from groklab.train.engine import _Run
+
+    base = load_config("repro-transformer", ["train.device=cpu", "train.threads=1"])
+    n, reps = (8 if quick else 39), 3
+    cfgs = [with_overrides(base, {"train.seed": i % 3, "data.frac_train": 0.2 + 0.05 * (i // 3)}) for i in range(n)]
+    parts = {"digest": (checkpoint, "_digest"), "serialize": (checkpoint, "_serialize"),
+             "write": (checkpoint, "_write_all"), "fsync": (checkpoint.os, "fsync")}
+    spent = dict.fromkeys(["at once", "background", *parts], 0.0)
+    saved = {name: getattr(mod, attr) for name, (mod, attr) in parts.items()}
+
+    def timing(name, fn):
+        def timed_part(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[name] += time.perf_counter() - t0
+        return timed_part
+    with tempfile.TemporaryDirectory() as tmp:
+        run = _Run(cfgs, Store(f"{tmp}/s"), None, None)
+        try:
+            for name, (mod, attr) in parts.items():
+                setattr(mod, attr, timing(name, saved[name]))
+            for k in range(reps):
+                t0 = time.perf_counter()
+                run.checkpoint(1000 * (k + 1), background=False)
+                spent["at once"] += time.perf_counter() - t0
+        finally:
+            for name, (mod, attr) in parts.items():
+                setattr(mod, attr, saved[name])
+        for k in range(reps):  # as the training loop does: each waits for the one before
+            t0 = time.perf_counter()
+            run.checkpoint(1000 * (k + 1))
+            spent["background"] += time.perf_counter() - t0
+            time.sleep(3)  # the training between two checkpoints
+        run.writer.wait()
+        size = run.store.paths.checkpoint(run.group).stat().st_size / 1e6
+    out = {k: v / reps for k, v in spent.items()}
+    print(f"  one checkpoint of {n} repro-transformer members ({size:.0f} MB), written at once: "
+          f"{out['at once']:.2f} s (" + ", ".join(f"{k} {out[k]:.2f}" for k in parts)
+          + f"); handed to the background writer: {out['background']:.2f} s", flush=True)
+    return out["at once"], out["background"]
+
+
+def report_checkpoint(at_once: float, background: float) -> None:
+    print(f"ensemble checkpoint: training held up {at_once / background:.1f}x less with the background writer")
+
+
 def timed(label: str, fn) -> float:
     t0 = time.perf_counter()
     fn()
@@ -78,7 +135,11 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-ray", action="store_true")
     ap.add_argument("--only-shrink", action="store_true", help="only section 5")
+    ap.add_argument("--only-checkpoint", action="store_true", help="only section 6")
     args = ap.parse_args(argv)
+    if args.only_checkpoint:
+        report_checkpoint(*checkpoint_section(args.quick))
+        return 0
     if args.only_shrink:
         leave, kept = shrink_section(args.quick)
         print(f"packed early-stopping sweep: members leaving vs kept: {kept / leave:.2f}x faster")
@@ -112,6 +173,7 @@ def main(argv=None) -> int:
     print(f"local backend vs sequential (1 thread):     {res['seq1'] / res['local']:.2f}x faster")
     leave, kept = shrink_section(args.quick)
     print(f"packed early-stopping sweep: members leaving vs kept: {kept / leave:.2f}x faster")
+    report_checkpoint(*checkpoint_section(args.quick))
     if "ray" in res:
         print(f"ray vs local: {res['ray'] / res['local']:.2f}x the wall time "
               f"({res['ray'] - res['local']:+.1f} s; {res['ray'] + res['ray_init'] - res['local']:+.1f} s "

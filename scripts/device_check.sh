@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check, as one script: CUDA tests, the GPU benchmark, the whole suite with
 # train.device = auto, and a stored nanda2023 Fourier run. Logs go to $OUT (or ./device-out).
-#   bash scripts/device_check.sh [cuda|capture|bench|precision|sweep|streams|suite|fourier|fraction ...]   # default: cuda bench
+#   bash scripts/device_check.sh [cuda|capture|bench|precision|sweep|streams|checkpoint|suite|fourier|fraction ...]
+#   (default: cuda bench)
 # fraction: the whole `repro-fraction` sweep (39 runs, early stop or 1e5 steps) end to end with its
 # wall time; cut off, the same command resumes it (the store, $FRACTION_STORE or /tmp/rf, lives until the
 # machine goes; FRACTION_ARGS adds sweep options, e.g. "--set train.precision=tf32", with its own store).
@@ -31,6 +32,8 @@ for part in $parts; do
              # breaks it (pytorch/pytorch#185074), the suspect for the 39-member capture failure
              TORCH_LOGS="${TORCH_LOGS:-recompiles,graph_breaks}" timeout "${BENCH_TIMEOUT:-200}" \
                python3 benchmarks/bench_gpu.py --only "$part" 2>&1 | tee -a "$OUT/bench_gpu.log" ;;
+    checkpoint)  # the background checkpoint writer on this host's disk and cores (bench_sweep section 6)
+             timeout 120 python3 benchmarks/bench_sweep.py --only-checkpoint 2>&1 | tee -a "$OUT/checkpoint.log" ;;
     suite)   timeout "${SUITE_TIMEOUT:-240}" python3 -m pytest tests -v -rfEs --tb=short -p no:cacheprovider \
                -n "${SUITE_WORKERS:-12}" --timeout 150 --durations 15 \
                2>&1 | tee "$OUT/suite.log" ;;

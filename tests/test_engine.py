@@ -1,3 +1,4 @@
+import json
 import math
 import shutil
 
@@ -9,7 +10,7 @@ from groklab.config import ConfigError
 from groklab.train import check_ensemble, train
 from groklab.train.schedule import eval_steps, lr_factor
 
-from conftest import CPU, tiny
+from conftest import CPU, MEMBER_COLS, tiny
 
 
 def test_tiny_problem_groks_with_a_delay(tiny_grok_cfg):
@@ -159,6 +160,101 @@ def test_nothing_compiles_inside_a_graph_capture():
     step.compiled = False
     with step._no_compiling():
         double(torch.ones(7))  # eager steps set no stance
+
+
+def test_checkpoints_of_every_dtype_read_back_exactly(tmp_path):
+    """A checkpoint holds float, integer, bool, empty and 0-dim tensors (the digest reads each one's
+    bytes as a view): safetensors' own reader and groklab's checked reader return them exactly."""
+    from safetensors import safe_open
+
+    from groklab.train.checkpoint import read_tensors, write_tensors
+    g = torch.Generator().manual_seed(0)
+    tensors = {"params": torch.randn(3, 7, generator=g), "opt.v": torch.rand(3, 7, generator=g).double(),
+               "rng.noise": torch.randint(0, 255, (3, 5), dtype=torch.uint8, generator=g),
+               "half": torch.randn(4, generator=g).bfloat16(), "step": torch.tensor(12), "empty": torch.zeros(0, 3),
+               "flags": torch.tensor([True, False]), "ids": torch.arange(5, dtype=torch.int32),
+               "strided": torch.randn(4, 6, generator=g).t()}
+    path = tmp_path / "c.safetensors"
+    write_tensors(path, tensors, {"meta": "{}"})
+    with safe_open(str(path), "pt") as f:
+        assert f.metadata()["meta"] == "{}" and torch.equal(f.get_tensor("params"), tensors["params"])
+    read, meta = read_tensors(path)  # its size and SHA-256 checks pass
+    assert meta["meta"] == "{}" and read.keys() == tensors.keys()
+    assert all(read[k].dtype == v.dtype and torch.equal(read[k], v) for k, v in tensors.items())
+    path.write_bytes(path.read_bytes().replace(tensors["ids"].numpy().tobytes(), bytes(20)))
+    with pytest.raises(RuntimeError, match="SHA-256"):
+        read_tensors(path)
+
+
+def _slow_checkpoint_writes(monkeypatch, log: list):
+    """Make every checkpoint write take 0.3 s more; log (thread name, steps trained meanwhile)."""
+    import threading
+    import time
+
+    from groklab.train import checkpoint as ckpt_mod
+    from groklab.train import step as step_mod
+    steps, real_write, real_step = [0], ckpt_mod._write_all, step_mod.TrainStep._step
+
+    def slow_write(fd, data):
+        before = steps[0]
+        time.sleep(0.3)
+        real_write(fd, data)
+        log.append((threading.current_thread().name, steps[0] - before))
+
+    def counted_step(self):
+        real_step(self)
+        steps[0] += 1
+    monkeypatch.setattr(ckpt_mod, "_write_all", slow_write)
+    monkeypatch.setattr(step_mod.TrainStep, "_step", counted_step)
+
+
+def test_checkpoints_are_written_while_training_goes_on(tmp_path, monkeypatch):
+    """Intermediate checkpoints are written by the writer thread while the run trains on (a sweep's
+    ensemble checkpoint is 263 MB); the last one is on disk before the rows say finished."""
+    from groklab.store import Store
+    from groklab.train.checkpoint import read_tensors
+    log: list = []
+    _slow_checkpoint_writes(monkeypatch, log)
+    store = Store(tmp_path / "s")
+    (res,) = train(tiny("quickstart", CPU, "train.checkpoint_every=20", steps=60), store=store, progress=False)
+    assert [name for name, _ in log] == ["groklab-checkpoint", "groklab-checkpoint", "MainThread"], log
+    assert all(trained > 0 for _, trained in log[:2]), log  # steps ran during the background writes
+    _, meta = read_tensors(store.paths.checkpoint(store.list()[0]["group_id"]))
+    assert res.status == "finished" and json.loads(meta["meta"])["step"] == 60
+
+
+def test_a_checkpoint_in_flight_lands_before_a_stopped_run_returns(tmp_path, monkeypatch):
+    """A run stopped while its checkpoint is being written returns only once the file is on disk:
+    no write may land after another process has resumed the run."""
+    import threading
+
+    from groklab.api import resume
+    from groklab.store import Store
+    from groklab.train import step as step_mod
+    from groklab.train.checkpoint import read_tensors
+    log: list = []
+    _slow_checkpoint_writes(monkeypatch, log)
+    slow_step = step_mod.TrainStep._step
+
+    def stop_at_25(self):
+        if int(self.step_t) == 25:  # 5 steps after the step-20 write began; it sleeps 0.3 s
+            raise KeyboardInterrupt
+        slow_step(self)
+    monkeypatch.setattr(step_mod.TrainStep, "_step", stop_at_25)
+    store = Store(tmp_path / "s")
+    cfg = tiny("quickstart", CPU, "train.checkpoint_every=20", steps=60)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, store=store, progress=False)
+    assert not [t for t in threading.enumerate() if t.name == "groklab-checkpoint"]
+    assert log == [("groklab-checkpoint", 5)], log
+    row = store.list()[0]
+    _, meta = read_tensors(store.paths.checkpoint(row["group_id"]))
+    assert row["status"] == "stopped" and json.loads(meta["meta"])["step"] == 20
+    monkeypatch.setattr(step_mod.TrainStep, "_step", slow_step)
+    (rec,) = resume(row["id"], store)
+    (whole,) = train(cfg, progress=False)
+    cols = ["step", *MEMBER_COLS]
+    assert rec.status == "finished" and rec.metrics[cols].equals(whole.metrics[cols])
 
 
 def test_member_states_read_checkpoints_written_before_the_rename():

@@ -6,7 +6,8 @@ the members' CPU noise generators: a checkpoint written on a GPU resumes on a CP
 Written to a temporary file, fsynced, renamed over the old one and the directory fsynced, so a kill
 or power loss at any moment leaves either the old checkpoint or the new one, never a torn file. A
 failed write (disk full) removes the temporary file and raises :class:`CheckpointError`; the
-previous checkpoint stays loadable. Reading checks the file before trusting it: a pickle or
+previous checkpoint stays loadable. A run writes through a :class:`CheckpointWriter`, which does
+this on a background thread while training goes on. Reading checks the file before trusting it: a pickle or
 ``torch.save`` archive is refused without being unpickled, and a truncated or tampered file fails
 its size and SHA-256 checks with a message naming the file.
 """
@@ -16,11 +17,11 @@ import errno
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 
 import torch
 from safetensors.torch import load as _load_bytes
-from safetensors.torch import save as _save_bytes
 
 from .optim import FlatParams, MemberOptimizer
 
@@ -39,13 +40,53 @@ def _gen_states(gens: list[torch.Generator]) -> torch.Tensor:
     return torch.stack([g.get_state() for g in gens])
 
 
-def save_checkpoint(path: Path, state: dict[str, torch.Tensor], flat: FlatParams, noise_gens: list[torch.Generator],
-                    meta: dict) -> None:
-    """Write every member's `state` (`params` (N, P) and the optimizer's tensors), the layout of
-    `params` that `flat` names, the noise generators and `meta` (step, wall time, member states)."""
-    tensors = {**state, "rng.noise": _gen_states(noise_gens)}
-    layout = [[n, list(s), sl.start, sl.stop] for n, s, sl in zip(flat.names, flat.shapes, flat.slices)]
-    write_tensors(path, tensors, {"meta": json.dumps(meta), "layout": json.dumps(layout)})
+class CheckpointWriter:
+    """Writes a run's checkpoints on a background thread, one at a time, in order.
+
+    A sweep's 39-member ensemble checkpoint is 263 MB, written every 1 000 steps: hashing, writing
+    and fsyncing it took ~1.5-2 s of a 2-core VM, during which training stood still. `save` copies
+    the tensors to the CPU (the run may change its own at once) and returns; the file is hashed,
+    written and renamed into place by the thread, which holds the GIL only to join the buffers.
+    The next `save` and `wait` join the write in flight and raise its error (a full disk: a
+    CheckpointError, the previous file intact). Wait before anything that needs the file on disk
+    (the final checkpoint, stopping): a write must not land after the run has ended.
+    """
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def save(self, path: Path, state: dict[str, torch.Tensor], flat: FlatParams,
+             noise_gens: list[torch.Generator], meta: dict, *, background: bool = True) -> None:
+        """Write every member's `state` (`params` (N, P) and the optimizer's tensors), the layout
+        of `params` that `flat` names, the noise generators and `meta` (step, wall time, member
+        states); in the background unless `background` is False."""
+        self.wait()
+        tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
+        tensors["rng.noise"] = _gen_states(noise_gens)
+        layout = [[n, list(s), sl.start, sl.stop] for n, s, sl in zip(flat.names, flat.shapes, flat.slices)]
+        metadata = {"meta": json.dumps(meta), "layout": json.dumps(layout)}
+        if not background:
+            write_tensors(path, tensors, metadata)
+            return
+        self._thread = threading.Thread(target=self._write, args=(path, tensors, metadata),
+                                        name="groklab-checkpoint")
+        self._thread.start()
+
+    def _write(self, path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+        try:
+            write_tensors(path, tensors, metadata)
+        except BaseException as e:  # noqa: BLE001 - handed to the training thread by wait()
+            self._error = e
+
+    def wait(self, *, raise_error: bool = True) -> None:
+        """Until the write in flight (if any) is on disk; raise its error unless told not to."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        error, self._error = self._error, None
+        if error is not None and raise_error:
+            raise error
 
 
 def load_checkpoint(path: Path, flat: FlatParams, opt: MemberOptimizer, noise_gens: list[torch.Generator]) -> dict:
@@ -80,14 +121,39 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
     for name in sorted(tensors):
         t = tensors[name]
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        # the bytes as a numpy view: a copy (.tobytes()) doubled the digest's time on a sweep's
+        # 263 MB ensemble checkpoint
+        h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy() if t.numel() else b"")
     return h.hexdigest()
+
+
+_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+           torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+           torch.bool: "BOOL"}
+
+
+def _serialize(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """The safetensors file of contiguous CPU `tensors`: the 8-byte header length, the JSON header
+    (padded to 8 bytes), then each tensor's bytes in name order, joined from the tensors' own
+    buffers. (safetensors.torch.save copies each tensor twice, holding the GIL: 0.4-0.8 s for a
+    263 MB checkpoint, against ~0.1 s for the join; safetensors' loader reads every file back.)"""
+    header: dict[str, object] = {"__metadata__": metadata}
+    buffers, offset = [], 0
+    for name in sorted(tensors):
+        t = tensors[name]
+        b = t.reshape(-1).view(torch.uint8).numpy() if t.numel() else b""
+        header[name] = {"dtype": _DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(b)]}
+        buffers.append(b)
+        offset += len(b)
+    head = json.dumps(header, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)
+    return b"".join([len(head).to_bytes(8, "little"), head, *buffers])
 
 
 def write_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
     """Write a checkpoint atomically (temporary file, fsync, rename, fsync of the directory)."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    data = _save_bytes(tensors, metadata={**metadata, "format": FORMAT, "sha256": _digest(tensors)})
+    data = _serialize(tensors, {**metadata, "format": FORMAT, "sha256": _digest(tensors)})
     atomic_write(path, data, what="checkpoint")
 
 

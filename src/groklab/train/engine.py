@@ -33,7 +33,7 @@ from ..config import ConfigError, RunCfg, TrainCfg, check_ensemble, config_json,
 from ..data import TASKS, TaskData, noisy_labels, subset
 from ..models import MemberModel, build_model
 from ..store import Store
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointWriter, load_checkpoint
 from .losses import LOSSES, correct
 from .optim import FlatParams, MemberHParams, MemberOptimizer, member_dim, member_rows
 from .progress import progress_bar, update_bar
@@ -258,7 +258,8 @@ def train(cfgs: RunCfg | Sequence[RunCfg], *, store: Store | None = None, hooks:
                     if not hooks:           # 3b) stopped members leave the batched model (hooks
                         run.shrink()        #     index the whole group, so they keep it whole)
                 if step % tc.checkpoint_every == 0 and step < tc.steps and not done:
-                    run.checkpoint(step)    # 4) resumable state (finish writes the last one)
+                    run.checkpoint(step)    # 4) resumable state, written in the background
+            run.writer.wait()               # the last such write is on disk; if it failed, it raises here
         except KeyboardInterrupt:
             run.mark(step, "stopped")  # the last checkpoint stays consistent; `groklab resume` continues from it
             raise
@@ -316,6 +317,7 @@ class _Run:
         self._make_step(graphs)
 
         # store rows, or the checkpoint of a stored group
+        self.writer = CheckpointWriter()
         self.members, self.start, self.wall_before = _Members(n), 0, 0.0
         self.history: list[list[dict]] = [[] for _ in range(n)]
         self.run_ids: list[int | None] = [None] * n
@@ -476,11 +478,13 @@ class _Run:
         update_bar(bar, step, self.state.last, self.start, self.t0)
         return all(s != "running" for s in members.status)
 
-    def checkpoint(self, step: int) -> None:
+    def checkpoint(self, step: int, background: bool = True) -> None:
+        """Write the resumable state at `step`: in the background (training goes on while the file
+        reaches the disk), or at once with `background=False`; either way after the last one."""
         if self.store is not None:
-            save_checkpoint(self.store.paths.checkpoint(self.group), self._state(), self.flat, self.noise_gens,
-                            {"step": step, "wall": self.wall_before + time.perf_counter() - self.t0,
-                             "members": self.members.to_json()})
+            self.writer.save(self.store.paths.checkpoint(self.group), self._state(), self.flat, self.noise_gens,
+                             {"step": step, "wall": self.wall_before + time.perf_counter() - self.t0,
+                              "members": self.members.to_json()}, background=background)
 
     def _summary(self, i: int, step: int) -> dict:
         return _summary(self.members, i, self.history[i], step, self.start, self.t0, self.wall_before, self.counts)
@@ -488,6 +492,9 @@ class _Run:
     def mark(self, step: int, status: str) -> None:
         """Record the members still training as `status` (stopped, failed), and those that already
         ended (early stop, divergence) as what they are, with their summaries."""
+        # A write still in flight lands first (a failed one leaves the previous checkpoint, which
+        # a resume uses): none may land after the run has stopped and another process resumed it.
+        self.writer.wait(raise_error=False)
         if self.store is not None:
             self.store.update_runs({r: (status if s == "running" else s, self._summary(i, step))
                                     for i, (r, s) in enumerate(zip(self.run_ids, self.members.status))})
@@ -502,7 +509,7 @@ class _Run:
             results.append(RunResult(self.run_ids[i], cfg, self.members.status[i], summary,
                                      pd.DataFrame(self.history[i])))
         if self.store is not None:
-            self.checkpoint(step)
+            self.checkpoint(step, background=False)  # on disk before the rows say finished
             self.store.update_runs(final)
         return results
 
