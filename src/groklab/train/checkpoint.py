@@ -7,9 +7,9 @@ Written to a temporary file, fsynced, renamed over the old one and the directory
 or power loss at any moment leaves either the old checkpoint or the new one, never a torn file. A
 failed write (disk full) removes the temporary file and raises :class:`CheckpointError`; the
 previous checkpoint stays loadable. A run writes through a :class:`CheckpointWriter`, which does
-this on a background thread while training goes on. Reading checks the file before trusting it: a pickle or
-``torch.save`` archive is refused without being unpickled, and a truncated or tampered file fails
-its size and SHA-256 checks with a message naming the file.
+this on a background thread while training goes on. Reading checks the file before trusting it:
+a pickle or ``torch.save`` archive is refused without being unpickled, and a truncated or tampered
+file fails its size and SHA-256 checks with a message naming the file.
 """
 from __future__ import annotations
 
@@ -123,7 +123,7 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         # the bytes as a numpy view: a copy (.tobytes()) doubled the digest's time on a sweep's
         # 263 MB ensemble checkpoint
-        h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy() if t.numel() else b"")
     return h.hexdigest()
 
 
