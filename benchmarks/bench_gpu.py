@@ -19,7 +19,10 @@
 6. compile: nanda2023 N = 64 member-steps/s with `train.compile` off and on, per precision (and N = 256);
 7. profile (only when named in --only): the top CUDA kernels of a nanda2023 N = 64 step, eager, in fp32
    without and with compile and in bf16 with compile;
-8. peak GPU memory of each configuration; the card and the torch version.
+8. peak GPU memory of each configuration; the card and the torch version;
+0. roofline (first, on any machine): per member-step of `nanda2023` and `repro-transformer` in fp32
+   and bf16, the counted matmul FLOPs, the bytes its matmuls read and write (no fusion removes
+   them) and the bytes all its eager ops read and write (`ByteCounter`).
 Rates exclude start-up: they are measured between the first evaluation after `WARM` steps and the last.
 """
 from __future__ import annotations
@@ -34,6 +37,7 @@ import warnings
 
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, os.path.dirname(__file__))
 from bench_core import RefTransformer  # noqa: E402  (the same plain model the CPU benchmark uses)
@@ -83,6 +87,25 @@ def cfg_for(preset: str, steps: int, *extra: str) -> object:
                                 "train.eval_log_points=0", "train.early_stop=false", "train.threads=1", *extra])
 
 
+def _one_step_under(cfg, mode):
+    """Train one CPU step of one member of `cfg` (eager, no graph) inside the dispatch mode that
+    `mode()` makes; return that mode."""
+    from groklab.train import step as step_mod
+    real, modes = step_mod.TrainStep._step, []
+
+    def counted(self):
+        with mode() as m:
+            real(self)
+        modes.append(m)
+    step_mod.TrainStep._step = counted
+    try:
+        train(with_overrides(cfg, {"train.steps": 1, "train.device": "cpu", "train.compile": False,
+                                   "train.cuda_graphs": False}), progress=False)
+    finally:
+        step_mod.TrainStep._step = real
+    return modes[-1]
+
+
 _FLOPS: dict[str, float] = {}
 
 
@@ -91,23 +114,44 @@ def step_flops(cfg) -> float:
     torch's FlopCounterMode around one step on the CPU (the count is the same on any device and in
     any precision): what each member-step asks of the card's matmul units."""
     from torch.utils.flop_counter import FlopCounterMode
-
-    from groklab.train import step as step_mod
     if cfg.name not in _FLOPS:
-        real, counted = step_mod.TrainStep._step, []
-
-        def count(self):
-            with FlopCounterMode(display=False) as fc:
-                real(self)
-            counted.append(fc.get_total_flops())
-        step_mod.TrainStep._step = count
-        try:
-            train(with_overrides(cfg, {"train.steps": 1, "train.device": "cpu", "train.compile": False,
-                                       "train.cuda_graphs": False}), progress=False)
-        finally:
-            step_mod.TrainStep._step = real
-        _FLOPS[cfg.name] = counted[-1]
+        _FLOPS[cfg.name] = _one_step_under(cfg, lambda: FlopCounterMode(display=False)).get_total_flops()
     return _FLOPS[cfg.name]
+
+
+class ByteCounter(TorchDispatchMode):
+    """Bytes each aten op of a step reads and writes (its tensor inputs and outputs), view ops left
+    out: for matmuls alone, the traffic no fusion can remove (each reads its operands and writes
+    its result once); for all ops, the traffic of the eager step (an upper bound: caches serve
+    some re-reads)."""
+
+    MATMULS = frozenset({"mm", "bmm", "addmm", "baddbmm"})
+    VIEWS = frozenset({"view", "_unsafe_view", "detach", "transpose", "unsqueeze", "squeeze", "slice", "expand",
+                       "permute", "t", "select", "as_strided", "alias", "unbind", "split", "split_with_sizes",
+                       "reshape", "_reshape_alias", "unflatten", "flatten", "movedim", "lift_fresh"})
+
+    def __init__(self):
+        super().__init__()
+        self.matmul = self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = func.__name__.split(".")[0]
+        if name in self.VIEWS:
+            return out
+        tensors = [a for a in (*args, *(kwargs or {}).values(), *(out if isinstance(out, (tuple, list)) else [out]))
+                   if isinstance(a, torch.Tensor)]
+        n = sum(t.numel() * t.element_size() for t in tensors)
+        self.total += n
+        self.matmul += n if name in self.MATMULS else 0
+        return out
+
+
+def step_bytes(cfg) -> tuple[int, int]:
+    """(matmul, all-op) bytes read and written by one member's eager training step in `cfg`'s
+    precision, counted on the CPU (see ByteCounter)."""
+    m = _one_step_under(cfg, ByteCounter)
+    return m.matmul, m.total
 
 
 def tflops(cfg, member_steps: float) -> str:
@@ -181,11 +225,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="tiny step counts (checks the script, e.g. on a CPU)")
     ap.add_argument("--skip", default="", help="comma-separated sections to skip: "
-                                               "solo,plain,ensemble,sweep,streams,grok,precision,compile")
+                                               "roofline,solo,plain,ensemble,sweep,streams,grok,precision,compile")
     ap.add_argument("--only", default="", help="comma-separated sections to run (all but profile by default)")
     ap.add_argument("--compile", action="store_true", help="train.compile=true in the grok and precision sections")
     args = ap.parse_args()
-    sections = {"solo", "plain", "ensemble", "sweep", "streams", "grok", "precision", "compile", "profile"}
+    sections = {"roofline", "solo", "plain", "ensemble", "sweep", "streams", "grok", "precision", "compile", "profile"}
     run = set(args.only.split(",")) if args.only else sections - {"profile"}
     skip = sections - run | set(args.skip.split(","))
     comp = [f"train.compile={str(args.compile).lower()}"]
@@ -199,6 +243,16 @@ def main() -> None:
 
     card = torch.cuda.get_device_name() if DEVICE == "cuda" else "CPU (no CUDA)"
     out("device", f"{card}, torch {torch.__version__}, CUDA {torch.version.cuda}")
+    if "roofline" not in skip:
+        # What one member-step asks of the card, counted on the CPU (the same on any device).
+        for preset in ("nanda2023", "repro-transformer"):
+            for precision in ("fp32", "bf16"):
+                cfg = cfg_for(preset, 1, f"train.precision={precision}")
+                mm, total = step_bytes(cfg)
+                out(f"{preset} {precision}: per member-step",
+                    f"{step_flops(cfg) / 1e9:.2f} GFLOP; matmul I/O {mm / 1e6:.0f} MB; "
+                    f"all eager ops' I/O {total / 1e6:.0f} MB")
+
     solo = {}
     if "solo" not in skip:
         for preset in ("quickstart", "power2022-add97", "nanda2023"):
