@@ -1,28 +1,36 @@
-"""GPU benchmarks, printed as one table of figures measured in this run (one command, < 8 min on an H100).
+"""GPU benchmarks, printed as one table of figures measured in this run.
 
-    python benchmarks/bench_gpu.py            # on a CUDA machine
-    python benchmarks/bench_gpu.py --quick    # tiny step counts (also runs on the CPU, to check the script)
+    python benchmarks/bench_gpu.py              # the default sections, on a CUDA machine (~5 min on an H100)
+    python benchmarks/bench_gpu.py --all        # every section but profile (~20 min: the long ones below)
+    python benchmarks/bench_gpu.py --only sweep,streams
+    python benchmarks/bench_gpu.py --quick      # tiny step counts (also runs on the CPU, to check the script)
 
-1. solo steps/s of `quickstart`, `power2022-add97`, `nanda2023` with CUDA graphs and eagerly;
-2. `power2022-add97` solo vs a plain PyTorch loop on the same card (the same model sizes,
+Default sections (the issue's one command, <= 8 min; ~5 min by the rates its parts measured in
+earlier leases, not yet timed as one call):
+0. roofline: per member-step of `nanda2023` and `repro-transformer` in fp32 and bf16, the counted
+   matmul FLOPs, the bytes its matmuls read and write (no fusion removes them) and the bytes all its
+   eager ops read and write (`ByteCounter`; counted on the CPU, the same on any device);
+1. solo: steps/s of `quickstart`, `power2022-add97`, `nanda2023` with CUDA graphs and eagerly;
+2. plain: `power2022-add97` solo vs a plain PyTorch loop on the same card (the same model sizes,
    torch.optim.AdamW, device-side minibatches, evaluation every 100 steps), two alternations each;
-3. ensembles: member-steps/s of N members (nanda2023 N = 64, 256; power2022-add97 N = 32;
-   quickstart N = 256) against the solo rate and as TFLOP/s of counted matmul work (`step_flops`),
-   and attention as SDPA vs broadcast products;
-3b. sweep: `repro-fraction` (13 fractions x 3 seeds of a p = 97 Transformer) as one ensemble, steps/s
-   under fp32, tf32 (compile off and on) and bf16 + compile, and the minutes its 1e5-step cap would take;
-3c. streams: the sweep's tail (its 6 runs at fractions 0.2 / 0.25, then 12 with 0.3 / 0.35) as one
-   ensemble's CUDA graph, or split into sub-ensembles whose graphs replay side by side on their own
-   streams: training steps only, member-steps/s per split (does the tail gain from concurrency?);
-4. time to grok: nanda2023 solo to val 99 % (early stop), wall seconds and step;
-5. precision: 8 nanda2023 seeds in one ensemble under fp32, tf32 and bf16: steps to val 99 %;
-6. compile: nanda2023 N = 64 member-steps/s with `train.compile` off and on, per precision (and N = 256);
-7. profile (only when named in --only): the top CUDA kernels of a nanda2023 N = 64 step, eager, in fp32
-   without and with compile and in bf16 with compile;
-8. peak GPU memory of each configuration; the card and the torch version;
-0. roofline (first, on any machine): per member-step of `nanda2023` and `repro-transformer` in fp32
-   and bf16, the counted matmul FLOPs, the bytes its matmuls read and write (no fusion removes
-   them) and the bytes all its eager ops read and write (`ByteCounter`).
+3. ensemble: member-steps/s of N members (nanda2023 N = 64, 256; power2022-add97 N = 32;
+   quickstart N = 256) against the solo rate and as TFLOP/s of counted matmul work (`step_flops`);
+4. grok: nanda2023 solo to val 99 % (early stop), wall seconds and step;
+and with each configuration its peak GPU memory; the card and the torch version.
+
+Long sections (by name in --only, or --all):
+- attention: nanda2023 N = 64 with attention as SDPA vs broadcast products (~1.5 min);
+- sweep: `repro-fraction` (13 fractions x 3 seeds of a p = 97 Transformer) as one ensemble, steps/s
+  under fp32, tf32 (compile off and on) and bf16 + compile, and the minutes its 1e5-step cap would
+  take (~2.5 min);
+- streams: the sweep's tail (its 6 runs at fractions 0.2 / 0.25, then 12 with 0.3 / 0.35) as one
+  ensemble's CUDA graph, or split into sub-ensembles whose graphs replay side by side on their own
+  streams: training steps only, member-steps/s per split (does the tail gain from concurrency?);
+- precision: 8 nanda2023 seeds in one ensemble under fp32, tf32 and bf16: steps to val 99 % (~7.5 min);
+- compile: nanda2023 N = 64 member-steps/s with `train.compile` off and on, per precision, and
+  N = 256 bf16 (~4 min);
+- profile (only by name): the top CUDA kernels of a nanda2023 N = 64 step, eager, in fp32 without
+  and with compile and in bf16 with compile.
 Rates exclude start-up: they are measured between the first evaluation after `WARM` steps and the last.
 """
 from __future__ import annotations
@@ -49,6 +57,8 @@ from groklab.train import train  # noqa: E402
 from groklab.train.engine import _Run, numerics  # noqa: E402  (the streams section drives steps directly)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+DEFAULT = ("roofline", "solo", "plain", "ensemble", "grok")  # the one command of the issue, <= 8 min
+SECTIONS = (*DEFAULT, "attention", "sweep", "streams", "precision", "compile", "profile")
 
 
 class Clock:
@@ -224,17 +234,20 @@ def _sync():
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="tiny step counts (checks the script, e.g. on a CPU)")
-    ap.add_argument("--skip", default="", help="comma-separated sections to skip: "
-                                               "roofline,solo,plain,ensemble,sweep,streams,grok,precision,compile")
-    ap.add_argument("--only", default="", help="comma-separated sections to run (all but profile by default)")
+    ap.add_argument("--skip", default="", help="comma-separated sections to skip")
+    ap.add_argument("--only", default="", help="comma-separated sections to run: " + ",".join(SECTIONS))
+    ap.add_argument("--all", action="store_true", help="every section but profile")
     ap.add_argument("--compile", action="store_true", help="train.compile=true in the grok and precision sections")
     args = ap.parse_args()
-    sections = {"roofline", "solo", "plain", "ensemble", "sweep", "streams", "grok", "precision", "compile", "profile"}
-    run = set(args.only.split(",")) if args.only else sections - {"profile"}
-    skip = sections - run | set(args.skip.split(","))
+    run = set(args.only.split(",")) if args.only else set(SECTIONS) - {"profile"} if args.all else set(DEFAULT)
+    unknown = run - set(SECTIONS)
+    if unknown:
+        ap.error(f"unknown section(s) {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
+    skip = set(SECTIONS) - run | set(args.skip.split(","))
     comp = [f"train.compile={str(args.compile).lower()}"]
     q = args.quick
     solo_steps, warm = (300, 100) if q else (2500, 500)
+    ens_steps, ens_warm = (200, 100) if q else (700, 200)
     rows: list[tuple[str, str]] = []
 
     def out(name, value):
@@ -274,7 +287,6 @@ def main() -> None:
             f"({statistics.mean(ours) / statistics.mean(plain):.2f}x)")
 
     if "ensemble" not in skip:
-        ens_steps, ens_warm = (200, 100) if q else (700, 200)
         for preset, n in (("nanda2023", 64), ("nanda2023", 256), ("power2022-add97", 32), ("quickstart", 256)):
             n = min(n, 4) if q else n
             cfg = cfg_for(preset, ens_steps)
@@ -282,6 +294,8 @@ def main() -> None:
             base = solo.get(preset, float("nan"))
             out(f"{preset} N={n} member-steps/s", f"{rate * n:.0f} ({rate * n / base:.1f}x solo; "
                                                   f"{tflops(cfg, rate * n)}; peak {peak:.1f} GB)")
+
+    if "attention" not in skip:
         n, rates, saved = (4 if q else 64), {}, tmod._use_broadcast
         try:
             for name, choice in (("broadcast", True), ("SDPA", False)):
