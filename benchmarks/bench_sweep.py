@@ -19,7 +19,8 @@ store and is timed end to end, start-up included:
 6. checkpoint: how long one checkpoint of a 39-member `repro-transformer` ensemble (the GPU
    planner's `repro-fraction` group: 263 MB of parameters and Adam state, written every 1 000
    steps) holds up training, mean of 3: written at once (with its parts: digest, serialization,
-   write, fsync) and handed to the background writer (the default).
+   write, fsync) and handed to the background writer (the default), with the longest stall a
+   Python loop saw while the writer worked.
 
 Run it alone: another torch process on the same cores distorts every figure.
 """
@@ -69,6 +70,16 @@ def shrink_section(quick: bool) -> tuple[float, float]:
     return leave, kept
 
 
+def _longest_pause(seconds: float) -> float:
+    """Spin a Python loop for `seconds`; the longest gap between two of its turns: how long another
+    thread held the GIL (a training loop's Python stalls as long)."""
+    end = time.perf_counter() + seconds
+    last = worst = 0.0
+    while (now := time.perf_counter()) < end:
+        worst, last = (max(worst, now - last) if last else 0.0), now
+    return worst
+
+
 def checkpoint_section(quick: bool) -> tuple[float, float]:
     """Seconds one ensemble checkpoint holds up training (mean of 3): written at once, with its
     parts (digest, serialization, write, fsync), and handed to the background writer."""
@@ -79,7 +90,7 @@ def checkpoint_section(quick: bool) -> tuple[float, float]:
     base = load_config("repro-transformer", ["train.device=cpu", "train.threads=1"])
     n, reps = (8 if quick else 39), 3
     cfgs = [with_overrides(base, {"train.seed": i % 3, "data.frac_train": 0.2 + 0.05 * (i // 3)}) for i in range(n)]
-    parts = {"digest": (checkpoint, "_digest"), "serialize": (checkpoint, "_serialize"),
+    parts = {"digest": (checkpoint, "_digest"), "serialize": (checkpoint, "_file_parts"),
              "write": (checkpoint, "_write_all"), "fsync": (checkpoint.os, "fsync")}
     spent = dict.fromkeys(["at once", "background", *parts], 0.0)
     saved = {name: getattr(mod, attr) for name, (mod, attr) in parts.items()}
@@ -104,17 +115,19 @@ def checkpoint_section(quick: bool) -> tuple[float, float]:
         finally:
             for name, (mod, attr) in parts.items():
                 setattr(mod, attr, saved[name])
+        pauses = []
         for k in range(reps):  # as the training loop does: each waits for the one before
             t0 = time.perf_counter()
             run.checkpoint(1000 * (k + 1))
             spent["background"] += time.perf_counter() - t0
-            time.sleep(3)  # the training between two checkpoints
+            pauses.append(_longest_pause(3.0))  # the training between two checkpoints
         run.writer.wait()
         size = run.store.paths.checkpoint(run.group).stat().st_size / 1e6
     out = {k: v / reps for k, v in spent.items()}
     print(f"  one checkpoint of {n} repro-transformer members ({size:.0f} MB), written at once: "
           f"{out['at once']:.2f} s (" + ", ".join(f"{k} {out[k]:.2f}" for k in parts)
-          + f"); handed to the background writer: {out['background']:.2f} s", flush=True)
+          + f"); handed to the background writer: {out['background']:.2f} s, and while it wrote, a Python "
+          f"loop stood still at most {max(pauses) * 1e3:.0f} ms at a time (the writer holding the GIL)", flush=True)
     return out["at once"], out["background"]
 
 
