@@ -93,8 +93,9 @@ def _arm(site: str, nth: int, frac: float) -> None:
         real_write = ckpt_mod._write_all
 
         def write(fd, data):
-            if hit():
-                os.write(fd, data[:int(frac * len(data))])
+            if hit():  # the file's first `frac` of bytes (it comes as bytes or as its parts)
+                whole = data if isinstance(data, bytes) else b"".join(memoryview(d).cast("B") for d in data)
+                os.write(fd, whole[:int(frac * len(whole))])
                 _die()
             real_write(fd, data)
         ckpt_mod._write_all = write
