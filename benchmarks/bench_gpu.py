@@ -1,7 +1,7 @@
 """GPU benchmarks, printed as one table of figures measured in this run.
 
     python benchmarks/bench_gpu.py              # the default sections, on a CUDA machine (~5 min on an H100)
-    python benchmarks/bench_gpu.py --all        # every section but profile (~20 min: the long ones below)
+    python benchmarks/bench_gpu.py --all        # every section but profile and fusion (~20 min: the long ones below)
     python benchmarks/bench_gpu.py --only sweep,streams
     python benchmarks/bench_gpu.py --quick      # tiny step counts (also runs on the CPU, to check the script)
 
@@ -30,7 +30,10 @@ Long sections (by name in --only, or --all):
 - compile: nanda2023 N = 64 member-steps/s with `train.compile` off and on, per precision, and
   N = 256 bf16 (~4 min);
 - profile (only by name): the top CUDA kernels of a nanda2023 N = 64 step, eager, in fp32 without
-  and with compile and in bf16 with compile.
+  and with compile and in bf16 with compile;
+- fusion (only by name; needs no GPU, ~3 min of compiling on 2 CPU cores): the roofline's presets
+  again, the bytes per member-step of the eager step against the step with `train.compile`,
+  whose compiled graphs' traffic is inductor's own estimate (`compiled_step_bytes`).
 Rates exclude start-up: they are measured between the first evaluation after `WARM` steps and the last.
 """
 from __future__ import annotations
@@ -58,7 +61,8 @@ from groklab.train.engine import _Run, numerics  # noqa: E402  (the streams sect
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DEFAULT = ("roofline", "solo", "plain", "ensemble", "grok")  # the one command of the issue, <= 8 min
-SECTIONS = (*DEFAULT, "attention", "sweep", "streams", "precision", "compile", "profile")
+SECTIONS = (*DEFAULT, "attention", "sweep", "streams", "precision", "compile", "profile", "fusion")
+NAMED_ONLY = {"profile", "fusion"}  # not in --all: a profile, and a CPU count that needs no card
 
 
 class Clock:
@@ -97,22 +101,29 @@ def cfg_for(preset: str, steps: int, *extra: str) -> object:
                                 "train.eval_log_points=0", "train.early_stop=false", "train.threads=1", *extra])
 
 
-def _one_step_under(cfg, mode):
-    """Train one CPU step of one member of `cfg` (eager, no graph) inside the dispatch mode that
-    `mode()` makes; return that mode."""
+def _on_one_step(cfg, probe) -> None:
+    """Train one CPU step of one member of `cfg` (eager, no graph), calling `probe(step, real)` in
+    place of the step, where `real(step)` trains it."""
     from groklab.train import step as step_mod
-    real, modes = step_mod.TrainStep._step, []
-
-    def counted(self):
-        with mode() as m:
-            real(self)
-        modes.append(m)
-    step_mod.TrainStep._step = counted
+    real = step_mod.TrainStep._step
+    step_mod.TrainStep._step = lambda self: probe(self, real)
     try:
         train(with_overrides(cfg, {"train.steps": 1, "train.device": "cpu", "train.compile": False,
                                    "train.cuda_graphs": False}), progress=False)
     finally:
         step_mod.TrainStep._step = real
+
+
+def _one_step_under(cfg, mode):
+    """Train one CPU step of one member of `cfg` inside the dispatch mode that `mode()` makes;
+    return that mode."""
+    modes = []
+
+    def counted(step, real):
+        with mode() as m:
+            real(step)
+        modes.append(m)
+    _on_one_step(cfg, counted)
     return modes[-1]
 
 
@@ -162,6 +173,41 @@ def step_bytes(cfg) -> tuple[int, int]:
     precision, counted on the CPU (see ByteCounter)."""
     m = _one_step_under(cfg, ByteCounter)
     return m.matmul, m.total
+
+
+def compiled_step_bytes(cfg) -> tuple[int, int]:
+    """(eager, compiled) bytes read and written by one member's training step. The compiled figure
+    is the eager step with the part `train.compile` compiles (forward and loss) and its backward
+    replaced by inductor's own count of the compiled graphs' traffic (each fused kernel's and each
+    matmul's reads and writes, `torch._inductor.metrics`). Compiled for the CPU here: inductor
+    fuses for CUDA by the same scheduler, though not in every choice (an estimate, not a count of
+    the CUDA kernels)."""
+    import logging
+
+    import torch._inductor.config as inductor_cfg
+    from torch._inductor import metrics
+    from torch._inductor.compile_fx import inductor_metrics_log
+    got = {}
+
+    def counted(step, real):
+        with ByteCounter() as whole:
+            real(step)
+        idx, _ = step.inputs.sampler.draw(step.step_t)
+        x, y = step.task.x[idx], step.labels.gather(1, idx)
+        with ByteCounter() as part:
+            step._forward_loss(x, y).sum().backward()
+        metrics.reset()
+        level = inductor_metrics_log.level
+        inductor_metrics_log.setLevel(logging.INFO)  # inductor counts only while this log is on (it prints nothing)
+        try:
+            with inductor_cfg.patch(fx_graph_cache=False):  # a graph from the cache would not be counted
+                torch.compile(step._forward_loss, dynamic=False)(x, y).sum().backward()
+        finally:
+            inductor_metrics_log.setLevel(level)
+        step.flat.zero_grad()
+        got["bytes"] = whole.total, whole.total - part.total + metrics.num_bytes_accessed
+    _on_one_step(cfg, counted)
+    return got["bytes"]
 
 
 def tflops(cfg, member_steps: float) -> str:
@@ -236,10 +282,10 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="tiny step counts (checks the script, e.g. on a CPU)")
     ap.add_argument("--skip", default="", help="comma-separated sections to skip")
     ap.add_argument("--only", default="", help="comma-separated sections to run: " + ",".join(SECTIONS))
-    ap.add_argument("--all", action="store_true", help="every section but profile")
+    ap.add_argument("--all", action="store_true", help="every section but " + " and ".join(sorted(NAMED_ONLY)))
     ap.add_argument("--compile", action="store_true", help="train.compile=true in the grok and precision sections")
     args = ap.parse_args()
-    run = set(args.only.split(",")) if args.only else set(SECTIONS) - {"profile"} if args.all else set(DEFAULT)
+    run = set(args.only.split(",")) if args.only else set(SECTIONS) - NAMED_ONLY if args.all else set(DEFAULT)
     unknown = run - set(SECTIONS)
     if unknown:
         ap.error(f"unknown section(s) {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
@@ -265,6 +311,15 @@ def main() -> None:
                 out(f"{preset} {precision}: per member-step",
                     f"{step_flops(cfg) / 1e9:.2f} GFLOP; matmul I/O {mm / 1e6:.0f} MB; "
                     f"all eager ops' I/O {total / 1e6:.0f} MB")
+
+    if "fusion" not in skip:
+        # What fusion leaves of that traffic: the step with its forward and loss compiled.
+        for preset in ("nanda2023", "repro-transformer"):
+            for precision in ("fp32", "bf16"):
+                eager, fused = compiled_step_bytes(cfg_for(preset, 1, f"train.precision={precision}"))
+                out(f"{preset} {precision}: bytes per member-step, eager vs compiled",
+                    f"{eager / 1e6:.0f} vs {fused / 1e6:.0f} MB (inductor's estimate; at 3.35 TB/s at most "
+                    f"{3.35e12 / fused:,.0f} member-steps/s compiled)")
 
     solo = {}
     if "solo" not in skip:

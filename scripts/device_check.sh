@@ -27,7 +27,7 @@ for part in $parts; do
     capture) timeout 90 python3 -m pytest -m cuda tests/test_cuda.py -k label_noise -q -s -p no:cacheprovider \
                2>&1 | tee "$OUT/capture.log" ;;
     bench)   timeout "${BENCH_TIMEOUT:-330}" python3 benchmarks/bench_gpu.py ${BENCH_ARGS:-} 2>&1 | tee -a "$OUT/bench_gpu.log" ;;
-    roofline|attention|sweep|streams|precision|compile|profile)   # one bench section each, so a cut-off run still returns the earlier one
+    roofline|attention|sweep|streams|precision|compile|profile|fusion)   # one bench section each, so a cut-off run still returns the earlier one
              # recompiles and graph breaks logged: a compile that fires inside the CUDA-graph capture
              # breaks it (pytorch/pytorch#185074), the suspect for the 39-member capture failure
              TORCH_LOGS="${TORCH_LOGS:-recompiles,graph_breaks}" timeout "${BENCH_TIMEOUT:-200}" \
