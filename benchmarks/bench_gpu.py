@@ -33,7 +33,7 @@ Long sections (by name in --only, or --all):
   and with compile and in bf16 with compile;
 - fusion (only by name; needs no GPU, ~3 min of compiling on 2 CPU cores): the roofline's presets
   again, the bytes per member-step of the eager step against the step with `train.compile`,
-  whose compiled graphs' traffic is inductor's own estimate (`compiled_step_bytes`).
+  whose compiled graphs' traffic and kernels are inductor's own estimate (`compiled_step_counts`).
 Rates exclude start-up: they are measured between the first evaluation after `WARM` steps and the last.
 """
 from __future__ import annotations
@@ -154,6 +154,7 @@ class ByteCounter(TorchDispatchMode):
     def __init__(self):
         super().__init__()
         self.matmul = self.total = 0
+        self.ops = self.matmul_ops = 0  # non-view ops: the kernels an eager step launches
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
@@ -164,7 +165,10 @@ class ByteCounter(TorchDispatchMode):
                    if isinstance(a, torch.Tensor)]
         n = sum(t.numel() * t.element_size() for t in tensors)
         self.total += n
-        self.matmul += n if name in self.MATMULS else 0
+        self.ops += 1
+        if name in self.MATMULS:
+            self.matmul += n
+            self.matmul_ops += 1
         return out
 
 
@@ -175,13 +179,15 @@ def step_bytes(cfg) -> tuple[int, int]:
     return m.matmul, m.total
 
 
-def compiled_step_bytes(cfg) -> tuple[int, int]:
-    """(eager, compiled) bytes read and written by one member's training step. The compiled figure
-    is the eager step with the part `train.compile` compiles (forward and loss) and its backward
-    replaced by inductor's own count of the compiled graphs' traffic (each fused kernel's and each
-    matmul's reads and writes, `torch._inductor.metrics`). Compiled for the CPU here: inductor
-    fuses for CUDA by the same scheduler, though not in every choice (an estimate, not a count of
-    the CUDA kernels)."""
+def compiled_step_counts(cfg) -> dict[str, int]:
+    """Bytes read and written, and kernels launched, by one member's training step, eager and with
+    `train.compile`. The compiled figures are the eager step with the part `train.compile` compiles
+    (forward and loss) and its backward replaced by inductor's own counts for its compiled graphs:
+    each fused kernel's and each matmul's reads and writes (`torch._inductor.metrics`), and the
+    kernels it generated plus the matmuls it calls. Compiled for the CPU here: inductor's scheduler
+    fuses for CUDA the same way in the main, not in every choice (an estimate, not a count of the
+    CUDA kernels). `eager_rest_ops`: the kernels left outside the compiled part (batch draw, loss
+    reduction, optimizer update)."""
     import logging
 
     import torch._inductor.config as inductor_cfg
@@ -198,16 +204,19 @@ def compiled_step_bytes(cfg) -> tuple[int, int]:
             step._forward_loss(x, y).sum().backward()
         metrics.reset()
         level = inductor_metrics_log.level
-        inductor_metrics_log.setLevel(logging.INFO)  # inductor counts only while this log is on (it prints nothing)
+        inductor_metrics_log.setLevel(logging.INFO)  # inductor counts bytes only while this log is on (it prints nothing)
         try:
             with inductor_cfg.patch(fx_graph_cache=False):  # a graph from the cache would not be counted
                 torch.compile(step._forward_loss, dynamic=False)(x, y).sum().backward()
         finally:
             inductor_metrics_log.setLevel(level)
         step.flat.zero_grad()
-        got["bytes"] = whole.total, whole.total - part.total + metrics.num_bytes_accessed
+        rest = whole.ops - part.ops
+        got.update(eager_bytes=whole.total, compiled_bytes=whole.total - part.total + metrics.num_bytes_accessed,
+                   eager_ops=whole.ops, eager_rest_ops=rest,
+                   compiled_ops=rest + metrics.generated_kernel_count + part.matmul_ops)
     _on_one_step(cfg, counted)
-    return got["bytes"]
+    return got
 
 
 def tflops(cfg, member_steps: float) -> str:
@@ -316,10 +325,11 @@ def main() -> None:
         # What fusion leaves of that traffic: the step with its forward and loss compiled.
         for preset in ("nanda2023", "repro-transformer"):
             for precision in ("fp32", "bf16"):
-                eager, fused = compiled_step_bytes(cfg_for(preset, 1, f"train.precision={precision}"))
-                out(f"{preset} {precision}: bytes per member-step, eager vs compiled",
-                    f"{eager / 1e6:.0f} vs {fused / 1e6:.0f} MB (inductor's estimate; at 3.35 TB/s at most "
-                    f"{3.35e12 / fused:,.0f} member-steps/s compiled)")
+                c = compiled_step_counts(cfg_for(preset, 1, f"train.precision={precision}"))
+                out(f"{preset} {precision}: per member-step, eager vs compiled",
+                    f"{c['eager_bytes'] / 1e6:.0f} vs {c['compiled_bytes'] / 1e6:.0f} MB (at 3.35 TB/s at most "
+                    f"{3.35e12 / c['compiled_bytes']:,.0f} member-steps/s compiled); kernels per step "
+                    f"{c['eager_ops']} vs {c['compiled_ops']}, {c['eager_rest_ops']} of them outside the compiled part")
 
     solo = {}
     if "solo" not in skip:
