@@ -15,6 +15,7 @@ fi
 python3 -m pip install -q torch==2.13.0 -e '.[test]'
 # One xdist worker per core, at most 4: every test trains on one torch thread, so a serial run
 # leaves the second core of a 2-core machine idle (884 s serial vs 512 s on 2 workers there).
+# The tests that start processes or a Ray cluster share one worker (conftest.PROCESSES).
 # GROKLAB_TEST_WORKERS=0 runs the tests in this process.
 workers=${GROKLAB_TEST_WORKERS:-$(python3 -c 'import os; print(min(4, len(os.sched_getaffinity(0))))')}
-python3 -m pytest tests -n "$workers" "$@"
+python3 -m pytest tests -n "$workers" --dist loadgroup "$@"

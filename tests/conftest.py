@@ -14,6 +14,11 @@ torch.set_num_threads(1)
 # machine; test_cuda.py checks the same properties on CUDA within the documented tolerance.
 CPU = "train.device=cpu"
 
+# Tests that start worker processes or a Ray cluster share one xdist worker (scripts/test.sh runs
+# `--dist loadgroup`): two of them at once on 2 cores would oversubscribe the cores and stretch
+# the kill and Ctrl-C tests' waits.
+PROCESSES = pytest.mark.xdist_group("processes")
+
 # A problem that groks in ~2 s on one thread: train 99 % near step 550, val 99 % near 1550 (seed 0).
 TINY_GROK = ["data.p=47", "data.frac_train=0.4", "model.d_model=64", "model.d_hidden=128", "optim.lr=3e-3",
              "train.steps=4000", "train.threads=1", "train.batch_size=128", "train.eval_every=50"]

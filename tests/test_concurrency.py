@@ -18,7 +18,9 @@ from groklab.sweep import load_spec, run_sweep
 from groklab.train import train
 from groklab.train.checkpoint import read_tensors
 
-from conftest import CPU, child_context, tiny
+from conftest import CPU, PROCESSES, child_context, tiny
+
+pytestmark = PROCESSES
 
 WRITERS, RUNS = 4, 25
 # The writers train on the CPU: this test is about the store, and forked writers could not use a CUDA context.

@@ -19,10 +19,10 @@ from groklab.sweep import expand, load_spec, run_sweep
 from groklab.train import train
 from groklab.train.checkpoint import read_tensors
 
-from conftest import CPU
+from conftest import CPU, PROCESSES
 from test_kill_anywhere import SEED, STEPS, VOLATILE, _assert_same, _db
 
-pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+pytestmark = [pytest.mark.skipif(os.name != "posix", reason="POSIX signals"), PROCESSES]
 
 RNG = random.Random(SEED + 1)
 # CPU: a process pool to kill (a GPU sweep trains in-process) and resumes equal bit for bit.

@@ -16,6 +16,8 @@ from groklab.reproduce.evidence import Evidence, ProtocolEvidence
 from groklab.reproduce.protocols import ProtocolRun
 from groklab.reproduce.verdict import INCONCLUSIVE, NOT_REPRODUCED, NOT_RUN, PARTIAL, REPRODUCED
 
+from conftest import PROCESSES
+
 PROTOCOL_CLAIMS = ("mixture-speed-gap", "efficiency-norm", "fourier-key-frequencies")
 
 # ---------------------------------------------------------------- claim files
@@ -236,6 +238,7 @@ def test_cli_bad_override_on_a_protocol_claim_exits_2(tmp_path, capsys):
 # ---------------------------------------------------------------- the Ray backend
 
 
+@PROCESSES
 def test_ray_backend_gives_the_local_verdict(tmp_path, capsys):
     """`groklab reproduce --backend ray` on the smallest claim (one tiny MLP run) on a local Ray
     cluster started here: the same verdict, measured text and figures as the local backend."""

@@ -16,7 +16,7 @@ from groklab.store import SCHEMA_VERSION, Store, StoreError
 from groklab.train import train
 from groklab.train.checkpoint import member_weights
 
-from conftest import CPU, tiny
+from conftest import CPU, PROCESSES, tiny
 
 
 def test_store_round_trip(store):
@@ -52,6 +52,7 @@ def _write_many(args):
     return worker
 
 
+@PROCESSES
 def test_store_survives_concurrent_writers(tmp_path):
     root = tmp_path / "runs"
     Store(root).conn  # create schema once
@@ -104,6 +105,7 @@ RESUME_SET = ["data.p=23", "train.threads=1", "train.steps=1500", "train.eval_ev
               "train.checkpoint_every=100", "model.dropout=0.1", CPU]
 
 
+@PROCESSES
 def test_resume_after_sigkill_matches_uninterrupted(tmp_path):
     args = ["run", "quickstart", "--json", "-q"] + [a for s in RESUME_SET for a in ("--set", s)]
     full = _groklab(*args, "--store", str(tmp_path / "full"))

@@ -13,7 +13,7 @@ from groklab.sweep.plan import Resources, default_pack, member_bytes, pack_signa
 from groklab.train import train
 from groklab.sweep.spec import axis_values
 
-from conftest import CPU, MEMBER_COLS
+from conftest import CPU, MEMBER_COLS, PROCESSES
 
 TINY = ["data.p=23", "train.threads=1", "train.steps=60", "train.eval_every=20", "train.batch_size=64",
         "train.early_stop=false"]
@@ -203,6 +203,7 @@ def test_interrupted_group_resumes_to_the_same_result(tmp_path, monkeypatch):
     assert store.metrics(after["id"])["step"].is_unique
 
 
+@PROCESSES
 def test_ctrl_c_stops_workers_and_leaves_runs_resumable(tmp_path):
     import os
     import signal
@@ -261,6 +262,7 @@ def test_failed_group_is_reported_and_retried(tmp_path, monkeypatch):
     assert [(r["id"], r["status"]) for r in store.list(sweep="t")] == [(row["id"], "finished")]
 
 
+@PROCESSES
 def test_ray_matches_local_and_reports_failures(tmp_path):
     ray = pytest.importorskip("ray")
     spec = tiny_spec(fracs=(0.3, 0.6), seeds=(0, 1), extra=[CPU])
