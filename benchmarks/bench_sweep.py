@@ -20,7 +20,8 @@ store and is timed end to end, start-up included:
    planner's `repro-fraction` group: 263 MB of parameters and Adam state, written every 1 000
    steps) holds up training, mean of 3: written at once (with its parts: digest, serialization,
    write, fsync) and handed to the background writer (the default), with the longest stall a
-   Python loop saw while the writer worked.
+   Python loop saw while the writer worked; and again once all but 6 members have left the
+   batched model (the sweep's tail: the checkpoint still holds all 39).
 
 Run it alone: another torch process on the same cores distorts every figure.
 """
@@ -92,7 +93,7 @@ def checkpoint_section(quick: bool) -> tuple[float, float]:
     cfgs = [with_overrides(base, {"train.seed": i % 3, "data.frac_train": 0.2 + 0.05 * (i // 3)}) for i in range(n)]
     parts = {"digest": (checkpoint, "_digest"), "serialize": (checkpoint, "_file_parts"),
              "write": (checkpoint, "_write_all"), "fsync": (checkpoint.os, "fsync")}
-    spent = dict.fromkeys(["at once", "background", *parts], 0.0)
+    spent = dict.fromkeys(["at once", "background", "after members left", *parts], 0.0)
     saved = {name: getattr(mod, attr) for name, (mod, attr) in parts.items()}
 
     def timing(name, fn):
@@ -123,11 +124,25 @@ def checkpoint_section(quick: bool) -> tuple[float, float]:
             pauses.append(_longest_pause(3.0))  # the training between two checkpoints
         run.writer.wait()
         size = run.store.paths.checkpoint(run.group).stat().st_size / 1e6
+        # The sweep's tail: all but the 6 runs at the lowest fractions stopped and left the batched
+        # model; each checkpoint still holds the whole group (the live rows merged into the ledger).
+        for i in range(6, n):
+            run.members.status[i] = "finished"
+        run.sync_phase(0)
+        run.shrink()
+        for k in range(reps):
+            t0 = time.perf_counter()
+            run.checkpoint(1000 * (reps + k + 1))
+            spent["after members left"] += time.perf_counter() - t0
+            time.sleep(3)
+        run.writer.wait()
     out = {k: v / reps for k, v in spent.items()}
     print(f"  one checkpoint of {n} repro-transformer members ({size:.0f} MB), written at once: "
           f"{out['at once']:.2f} s (" + ", ".join(f"{k} {out[k]:.2f}" for k in parts)
           + f"); handed to the background writer: {out['background']:.2f} s, and while it wrote, a Python "
-          f"loop stood still at most {max(pauses) * 1e3:.0f} ms at a time (the writer holding the GIL)", flush=True)
+          f"loop stood still at most {max(pauses) * 1e3:.0f} ms at a time (the writer holding the GIL); "
+          f"with {len(run.live)} of the {n} members left in the batched model: {out['after members left']:.2f} s",
+          flush=True)
     return out["at once"], out["background"]
 
 

@@ -19,7 +19,7 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from safetensors.torch import load as _load_bytes
@@ -45,10 +45,11 @@ class CheckpointWriter:
     """Writes a run's checkpoints on a background thread, one at a time, in order.
 
     A sweep's 39-member ensemble checkpoint is 263 MB, written every 1 000 steps: hashing, writing
-    and fsyncing it took ~1.5-2 s of a 2-core VM, during which training stood still. `save` copies
-    the tensors to the CPU (the run may change its own at once) and returns; the file is hashed,
-    written and renamed into place by the thread, which releases the GIL for the hash and for each
-    tensor's write (the buffers are written as they lie, never joined into one copy).
+    and fsyncing it took ~1.5-2 s of a 2-core VM, during which training stood still. `save` takes
+    CPU copies of the tensors (the run goes on changing its own) and returns; the thread merges
+    them into the group's state if asked (the ledger of members that left), hashes, writes and
+    renames the file into place, and releases the GIL for the hash and for each tensor's write
+    (the buffers are written as they lie, never joined into one copy).
     The next `save` and `wait` join the write in flight and raise its error (a full disk: a
     CheckpointError, the previous file intact). Wait before anything that needs the file on disk
     (the final checkpoint, stopping): a write must not land after the run has ended.
@@ -59,25 +60,25 @@ class CheckpointWriter:
         self._error: BaseException | None = None
 
     def save(self, path: Path, state: dict[str, torch.Tensor], flat: FlatParams,
-             noise_gens: list[torch.Generator], meta: dict, *, background: bool = True) -> None:
-        """Write every member's `state` (`params` (N, P) and the optimizer's tensors), the layout
-        of `params` that `flat` names, the noise generators and `meta` (step, wall time, member
-        states); in the background unless `background` is False."""
+             noise_gens: list[torch.Generator], meta: dict, *, background: bool = True,
+             merge: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None) -> None:
+        """Write every member's `state` (`params` (N, P) and the optimizer's tensors: CPU tensors
+        the writer may keep, which no one changes any more), or `merge(state)` when given (it runs
+        with the write, on the writer's thread), the layout of `params` that `flat` names, the
+        noise generators and `meta` (step, wall time, member states); in the background unless
+        `background` is False."""
         self.wait()
-        tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
-        tensors["rng.noise"] = _gen_states(noise_gens)
         layout = [[n, list(s), sl.start, sl.stop] for n, s, sl in zip(flat.names, flat.shapes, flat.slices)]
-        metadata = {"meta": json.dumps(meta), "layout": json.dumps(layout)}
+        args = (path, state, merge, _gen_states(noise_gens), {"meta": json.dumps(meta), "layout": json.dumps(layout)})
         if not background:
-            write_tensors(path, tensors, metadata)
+            _write_state(*args)
             return
-        self._thread = threading.Thread(target=self._write, args=(path, tensors, metadata),
-                                        name="groklab-checkpoint")
+        self._thread = threading.Thread(target=self._write, args=args, name="groklab-checkpoint")
         self._thread.start()
 
-    def _write(self, path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    def _write(self, *args) -> None:
         try:
-            write_tensors(path, tensors, metadata)
+            _write_state(*args)
         except BaseException as e:  # noqa: BLE001 - handed to the training thread by wait()
             self._error = e
 
@@ -89,6 +90,12 @@ class CheckpointWriter:
         error, self._error = self._error, None
         if error is not None and raise_error:
             raise error
+
+
+def _write_state(path: Path, state: dict[str, torch.Tensor], merge, noise: torch.Tensor,
+                 metadata: dict[str, str]) -> None:
+    tensors = merge(state) if merge is not None else state
+    write_tensors(path, {**tensors, "rng.noise": noise}, metadata)
 
 
 def load_checkpoint(path: Path, flat: FlatParams, opt: MemberOptimizer, noise_gens: list[torch.Generator]) -> dict:

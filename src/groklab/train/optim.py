@@ -163,6 +163,12 @@ def member_dim(key: str) -> int | None:
     return {"opt.step": None, "opt.grokfast_window": 1}.get(key, 0)
 
 
+def merge_rows(ledger: dict[str, torch.Tensor], pos: torch.Tensor, rows: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """New tensors: `ledger`'s with the members at positions `pos` replaced by `rows` (state all
+    members share is taken from `rows`); the inverse of `member_rows`."""
+    return {k: v if (d := member_dim(k)) is None else ledger[k].index_copy(d, pos, v) for k, v in rows.items()}
+
+
 def member_rows(state: dict[str, torch.Tensor], pos: torch.Tensor) -> dict[str, torch.Tensor]:
     """The members at positions `pos` of every tensor in `state`."""
     return {k: v if (d := member_dim(k)) is None else v.index_select(d, pos) for k, v in state.items()}
