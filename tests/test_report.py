@@ -366,7 +366,8 @@ def test_wandb_offline_run_directory_per_member(tmp_path, monkeypatch):
         [f] = d.glob("run-*.wandb")
         recs = _wandb_records(f)
         kinds = [r.WhichOneof("record_type") for r in recs]
-        # (Once seen under the full parallel suite with wandb 0.31, not reproduced since: say what was there.)
+        # The log is complete once the tracker has closed (under the parallel suite, wandb 0.31's
+        # finish() alone left header-only files: 7 bytes). Say what was there if not.
         assert "run" in kinds, f"{f}: {f.stat().st_size} bytes, records {collections.Counter(kinds)}"
         run = recs[kinds.index("run")].run
         cfg = {u.key: json.loads(u.value_json) for u in run.config.update}

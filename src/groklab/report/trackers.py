@@ -132,6 +132,10 @@ class WandbTracker:
     def close(self) -> None:
         for run in self.runs:
             run.finish()
+        if self.runs:
+            # finish() can return before wandb's service process has written the offline log (seen
+            # as a header-only .wandb file under the parallel test suite); teardown waits for it.
+            self._wandb.teardown()
 
     def __enter__(self) -> "WandbTracker":
         return self
