@@ -95,7 +95,9 @@ class TensorBoardTracker:
 
 class WandbTracker:
     """One W&B run per member (``mode="offline"`` by default: no account, nothing sent; upload
-    later with ``wandb sync``). An ensemble's members share a W&B group."""
+    later with ``wandb sync``). An ensemble's members share a W&B group. Closing it tears down
+    wandb's service so the logs are on disk when training returns: W&B runs of your own in the same
+    process are finished with it."""
 
     def __init__(self, project: str = "groklab", mode: str = "offline", dir: str | Path | None = None):
         if mode not in ("offline", "online"):
