@@ -48,6 +48,17 @@ def child_context():
     return mp.get_context("spawn" if torch.cuda.is_available() else "fork")
 
 
+def early_stopping_group(**extra):
+    """Three members of a tiny grokking problem: two stop early (fractions 0.8, 0.7, near step 500)
+    and leave the batched model, one (0.4) trains on to step 1 200; a checkpoint every 100 steps."""
+    from groklab import with_overrides
+    base = load_config("quickstart", [*TINY_GROK, "train.steps=1200", "train.early_stop=true",
+                                      "train.early_stop_patience=2", "train.checkpoint_every=100",
+                                      "model.dropout=0.1", CPU,  # bitwise member == solo: a CPU guarantee
+                                      *[f"{k}={v}" for k, v in extra.items()]])
+    return [with_overrides(base, {"data.frac_train": f, "train.seed": s}) for s, f in [(0, 0.8), (2, 0.7), (1, 0.4)]]
+
+
 def member_and_solo(base):
     """Train seed 0 and a member differing in seed, fraction and lr as one ensemble, and that second
     member alone: (ensemble results, solo result), for member == solo checks."""

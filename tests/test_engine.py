@@ -10,7 +10,7 @@ from groklab.config import ConfigError
 from groklab.train import check_ensemble, train
 from groklab.train.schedule import eval_steps, lr_factor
 
-from conftest import CPU, MEMBER_COLS, tiny
+from conftest import CPU, MEMBER_COLS, early_stopping_group, tiny
 
 
 def test_tiny_problem_groks_with_a_delay(tiny_grok_cfg):
@@ -290,46 +290,42 @@ def test_member_states_read_checkpoints_written_before_the_rename():
     assert _Members.from_json(members.to_json()).to_json() == members.to_json()
 
 
-def _early_stopping_group(**extra):
-    """Three members of a tiny grokking problem: two stop early (fractions 0.8, 0.7), one (0.4) trains on."""
-    from conftest import TINY_GROK
-    base = load_config("quickstart", [*TINY_GROK, "train.steps=1200", "train.early_stop=true",
-                                      "train.early_stop_patience=2", "train.checkpoint_every=100",
-                                      "model.dropout=0.1", CPU,  # bitwise member == solo: a CPU guarantee
-                                      *[f"{k}={v}" for k, v in extra.items()]])
-    return [with_overrides(base, {"data.frac_train": f, "train.seed": s}) for s, f in [(0, 0.8), (2, 0.7), (1, 0.4)]]
-
-
 def test_stopped_members_leave_the_batched_model_and_change_nothing(tmp_path, monkeypatch):
     """Early-stopped members leave the ensemble (the rest train at their own count's cost); every
-    member's history, and the stored weights of one that left, equal its solo run bitwise. The
-    checkpoints after they left merge the live rows into the ledger on the writer's thread (the
-    merge copies the whole group: 0.25 s of training time per 263 MB checkpoint when it ran on the
-    training thread)."""
-    import threading
-
+    member's history, and the stored weights of one that left, equal its solo run bitwise. Each
+    time members leave, the whole group goes once to a ledger file; the checkpoints after it hold
+    the live rows only and name it (they rewrote every member before: 263 MB per checkpoint in a
+    sweep's tail); the last checkpoint is whole again and no ledger file stays."""
     from groklab.api import load_weights
     from groklab.store import Store
-    from groklab.train import engine
+    from groklab.train import checkpoint
     from groklab.train import step as step_mod
 
-    widths, init, merged_on, merge = [], step_mod.TrainStep.__init__, [], engine.merge_rows
+    widths, writes, init, write = [], [], step_mod.TrainStep.__init__, checkpoint.write_tensors
 
     def spy(self, model, flat, *args, **kwargs):
         widths.append(flat.data.shape[0])
         init(self, model, flat, *args, **kwargs)
 
-    def merge_spy(*args):
-        merged_on.append(threading.current_thread().name)
-        return merge(*args)
+    def write_spy(path, tensors, metadata, **kwargs):
+        writes.append((path.name, tensors["params"].shape[0], metadata.get("ledger")))
+        write(path, tensors, metadata, **kwargs)
     monkeypatch.setattr(step_mod.TrainStep, "__init__", spy)
-    monkeypatch.setattr(engine, "merge_rows", merge_spy)
-    cfgs = _early_stopping_group()
+    monkeypatch.setattr(checkpoint, "write_tensors", write_spy)
+    cfgs = early_stopping_group()
     store = Store(tmp_path / "group")
     group = train(cfgs, store=store, progress=False)
     assert [r.summary["early_stopped"] for r in group] == [True, True, False]
     assert widths[0] == 3 and widths[-1] == 1 and widths == sorted(widths, reverse=True), widths
-    assert "groklab-checkpoint" in merged_on, merged_on
+    ledgers = {name: rows for name, rows, _ in writes if ".ledger-" in name}
+    assert len(ledgers) == len(set(widths)) - 1, writes                    # once per shrink, ...
+    assert set(ledgers.values()) == {3}, writes                             # ... the whole group
+    first = next(k for k, w in enumerate(writes) if w[0] in ledgers)
+    after = [(rows, ledger) for name, rows, ledger in writes[first + 1:-1] if name not in ledgers]
+    assert after and all(rows < 3 and ledger in ledgers for rows, ledger in after), writes
+    assert writes[-1] == ("checkpoint.safetensors", 3, None), writes       # the last one is whole
+    gid = store.list()[0]["group_id"]
+    assert [p.name for p in store.paths.group_dir(gid).iterdir()] == ["checkpoint.safetensors"]
     cols = ["train_loss", "val_loss", "train_acc", "val_acc", "param_norm"]
     for i, cfg in enumerate(cfgs):
         solo_store = Store(tmp_path / f"solo{i}")
@@ -340,11 +336,15 @@ def test_stopped_members_leave_the_batched_model_and_change_nothing(tmp_path, mo
 
 
 def test_a_group_killed_after_members_left_resumes_to_the_same_end(tmp_path, monkeypatch):
+    """The checkpoint left by the kill holds the one live member and names the ledger with the
+    rest: resumed, the group ends as an uninterrupted one; a missing or replaced ledger file is
+    refused with a message naming it."""
     from groklab.api import load_weights, resume
     from groklab.store import Store
     from groklab.train import step as step_mod
+    from groklab.train.checkpoint import CheckpointError, read_tensors, write_tensors
 
-    cfgs = _early_stopping_group()
+    cfgs = early_stopping_group()
     whole = train(cfgs, store=Store(tmp_path / "whole"), progress=False)
     store = Store(tmp_path / "killed")
     real = step_mod.TrainStep._step
@@ -358,9 +358,23 @@ def test_a_group_killed_after_members_left_resumes_to_the_same_end(tmp_path, mon
         train(cfgs, store=store, progress=False)
     monkeypatch.setattr(step_mod.TrainStep, "_step", real)
     assert [r["status"] for r in store.list()] == ["finished", "finished", "stopped"]
+    ckpt = store.paths.checkpoint(store.list()[0]["group_id"])
+    tensors, meta = read_tensors(ckpt)
+    (ledger,) = ckpt.parent.glob("checkpoint.ledger-*.safetensors")
+    assert tensors["params"].shape[0] == 1 and meta["ledger"] == ledger.name and json.loads(meta["live"]) == [2]
+    assert meta["format"] == "groklab-checkpoint-3"  # a reader of format 2 refuses it rather than misread it
+    kept = ledger.read_bytes()
+    ledger.unlink()
+    with pytest.raises(CheckpointError, match=f"keeps the members that left in '{ledger.name}'.*does not exist"):
+        resume(1, store)
+    write_tensors(ledger, {"params": torch.zeros(3, tensors["params"].shape[1])}, {})  # valid, but not the ledger
+    with pytest.raises(CheckpointError, match="which holds other contents"):
+        resume(1, store)
+    ledger.write_bytes(kept)
     resumed = resume(1, store)
     cols = ["step", "train_loss", "val_loss", "val_acc", "param_norm"]
     for a, b in zip(whole, resumed):
         assert a.status == b.status and a.metrics[cols].equals(b.metrics[cols])
         mine, theirs = load_weights(b.run_id, store), load_weights(a.run_id, Store(tmp_path / "whole"))
         assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
+    assert [p.name for p in ckpt.parent.iterdir()] == ["checkpoint.safetensors"]  # whole again

@@ -7,12 +7,15 @@ trains into a fresh store and dies by SIGKILL at one moment:
   random few milliseconds, so the kill lands inside a step);
 - ``checkpoint``: inside the n-th checkpoint write, after a random fraction of its bytes;
 - ``rename``: right after the n-th checkpoint was renamed into place, before the directory sync;
-- ``transaction``: inside the n-th store transaction, after its statements, before its COMMIT.
+- ``transaction``: inside the n-th store transaction, after its statements, before its COMMIT;
+- ``ledger`` / ``named``: inside the n-th ledger file (the group when members left) or the n-th
+  checkpoint that names one, in an ensemble whose early-stopped members leave the batched model.
 
 Some cases kill the resume a second time. After every kill the store passes SQLite's integrity
 check, holds no half-written row, and its checkpoint (if any) passes the full checks of
-:func:`read_tensors`. The finished run must equal an uninterrupted one exactly (CPU, one thread):
-every metric of every evaluation, the summary, and every tensor of the final checkpoint —
+:func:`read_checkpoint` (with the ledger file it names). The finished run must equal an
+uninterrupted one exactly (CPU, one thread): every metric of every evaluation, the summary, and
+every tensor of the final checkpoint (whole, no ledger file left) —
 weights, optimizer state and generator states. Sweep workers are killed the same way under the
 local and the Ray backend, where the owning pid comes from the store's owner column.
 """
@@ -33,9 +36,9 @@ from groklab.api import resume
 from groklab.store import Store
 from groklab.train import checkpoint as ckpt_mod
 from groklab.train import train
-from groklab.train.checkpoint import read_tensors
+from groklab.train.checkpoint import read_checkpoint, read_tensors
 
-from conftest import CPU, child_context, tiny
+from conftest import CPU, child_context, early_stopping_group, tiny
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs POSIX signals and fork")
 
@@ -70,15 +73,33 @@ def _schedule(rng: random.Random, scenario: str, n: int) -> list[dict]:
     return cases
 
 
+def _shrink_case(site: str, nth: int = 1, frac: float = 0.5, target: int = 0, again: str | None = None) -> dict:
+    """A kill in the early-stopping group (its two early members leave at step 517; one ledger
+    file, then checkpoints naming it at 600-1 100); `again`: kill the resume inside that site's
+    first occurrence too (the resumed group leaves at once and writes its ledger anew)."""
+    return {"scenario": "shrink", "site": site, "nth": nth, "target": target, "delay": 0.01, "frac": frac,
+            "again": again is not None, "again_site": again, "again_nth": 1, "again_target": 0}
+
+
 _RNG = random.Random(SEED)
-# 16 here + 1 local sweep worker + 3 Ray workers (test_kill_workers.py) = 20 kill points in CI.
-CASES = _schedule(_RNG, "solo", 9) + _schedule(_RNG, "ensemble", 7)
+# 20 here + 1 local sweep worker + 3 Ray workers (test_kill_workers.py) = 24 kill points in CI.
+CASES = (_schedule(_RNG, "solo", 9) + _schedule(_RNG, "ensemble", 7)
+         + [_shrink_case("ledger", frac=0.6), _shrink_case("named", nth=1, frac=0.2, again="ledger"),
+            _shrink_case("named", nth=4, frac=0.9), _shrink_case("step", target=800, again="named")])
+SCENARIOS = {"solo": _solo, "ensemble": _ensemble, "shrink": early_stopping_group}
 
 
 # ---------------------------------------------------------------- traps run in the child
 
 def _die():
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _torn(fd, data, frac: float) -> None:
+    """Write the file's first `frac` of bytes (it comes as bytes or as its parts), then die."""
+    whole = data if isinstance(data, bytes) else b"".join(memoryview(d).cast("B") for d in data)
+    os.write(fd, whole[:int(frac * len(whole))])
+    _die()
 
 
 def _arm(site: str, nth: int, frac: float) -> None:
@@ -93,12 +114,18 @@ def _arm(site: str, nth: int, frac: float) -> None:
         real_write = ckpt_mod._write_all
 
         def write(fd, data):
-            if hit():  # the file's first `frac` of bytes (it comes as bytes or as its parts)
-                whole = data if isinstance(data, bytes) else b"".join(memoryview(d).cast("B") for d in data)
-                os.write(fd, whole[:int(frac * len(whole))])
-                _die()
+            if hit():
+                _torn(fd, data, frac)
             real_write(fd, data)
         ckpt_mod._write_all = write
+    elif site in ("ledger", "named"):
+        real_tensors = ckpt_mod.write_tensors
+
+        def write_tensors(path, tensors, metadata, **kwargs):
+            if (".ledger-" in path.name if site == "ledger" else "ledger" in metadata) and hit():
+                ckpt_mod._write_all = lambda fd, data: _torn(fd, data, frac)
+            real_tensors(path, tensors, metadata, **kwargs)
+        ckpt_mod.write_tensors = write_tensors
     elif site == "rename":
         real_sync = ckpt_mod._fsync_dir
 
@@ -180,7 +207,7 @@ def _assert_intact(root) -> None:
     assert check == "ok"
     assert {status for status, _ in rows} <= {"running"}, rows  # a failed child printed its traceback
     for path in (root / "groups").glob("*/checkpoint.safetensors") if (root / "groups").exists() else ():
-        read_tensors(path)  # raises CheckpointError on a torn, truncated or altered file
+        read_checkpoint(path)  # raises CheckpointError on a torn, truncated or altered file or ledger
 
 
 # ---------------------------------------------------------------- comparison with the reference
@@ -211,7 +238,7 @@ _REFERENCE: dict[str, tuple] = {}
 def _reference(scenario: str, tmp_path_factory) -> tuple:
     if scenario not in _REFERENCE:
         store = Store(tmp_path_factory.mktemp(f"ref-{scenario}"))
-        train(_solo() if scenario == "solo" else _ensemble(), store=store, progress=False)
+        train(SCENARIOS[scenario](), store=store, progress=False)
         _REFERENCE[scenario] = _final(store)
         store.close()
     return _REFERENCE[scenario]
@@ -221,7 +248,7 @@ def _reference(scenario: str, tmp_path_factory) -> tuple:
 @pytest.mark.parametrize("case", CASES, ids=[f"{c['scenario']}-{c['site']}-{i}" for i, c in enumerate(CASES)])
 def test_kill_anywhere_resumes_exactly(case, tmp_path, tmp_path_factory):
     want = _reference(case["scenario"], tmp_path_factory)
-    cfgs = _solo() if case["scenario"] == "solo" else _ensemble()
+    cfgs = SCENARIOS[case["scenario"]]()
     root = tmp_path / "runs"
     killed = _kill_once(root, cfgs, case["site"], case["nth"], case["frac"], case["target"], case["delay"])
     assert killed, "the run finished before its kill point: the schedule no longer fits the run"
@@ -241,3 +268,4 @@ def test_kill_anywhere_resumes_exactly(case, tmp_path, tmp_path_factory):
     store = Store(root)
     assert [r["status"] for r in store.list()] == ["finished"] * len(cfgs)
     _assert_same(_final(store), want)
+    assert not list(root.glob("groups/*/*.ledger-*")), "a ledger file outlived the run"

@@ -386,8 +386,9 @@ def record_result(store, results, *, sweep: str | None = None, group: str | None
                 rows.append((run_id, step, key, float(value)))
     store.log_metrics(rows)
     if checkpoint is not None:
-        from ..train.checkpoint import atomic_write
+        from ..train.checkpoint import atomic_write, drop_ledgers
         atomic_write(store.paths.checkpoint(group), checkpoint, what="checkpoint")
+        drop_ledgers(store.paths.checkpoint(group))  # a finished group's checkpoint is whole
     store.update_runs({i: (r.status, r.summary) for i, r in zip(ids, results)})
     return ids
 

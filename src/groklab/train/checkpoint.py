@@ -3,6 +3,12 @@
 Batches and dropout masks are functions of the step (`groklab.rng`), so the only random state is
 the members' CPU noise generators: a checkpoint written on a GPU resumes on a CPU and back.
 
+Once members have left the batched model (engine `shrink`), the group's state when they left is
+written once to a ledger file beside the checkpoint, and the checkpoints after it hold the live
+members' rows only and name that file (a sweep's tail otherwise rewrote every stopped member:
+263 MB per checkpoint for 39 `repro-transformer` members). The run's last checkpoint is whole again
+and the ledger files go. Reading merges the two; a missing or replaced ledger fails its checks.
+
 Written to a temporary file, fsynced, renamed over the old one and the directory fsynced, so a kill
 or power loss at any moment leaves either the old checkpoint or the new one, never a torn file. A
 failed write (disk full) removes the temporary file and raises :class:`CheckpointError`; the
@@ -18,17 +24,22 @@ import hashlib
 import json
 import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 from safetensors.torch import load as _load_bytes
 
-from .optim import FlatParams, MemberOptimizer
+from .optim import FlatParams, MemberOptimizer, merge_rows
 
 # 2: batches and dropout from counter-based streams (no data/torch RNG states). A format-1
 # checkpoint still loads; its run continues with the new batch streams.
 FORMAT = "groklab-checkpoint-2"
+# 3: the live members only, naming a ledger file with the rest (a reader of 2 refuses it by name);
+# a whole checkpoint stays format 2.
+PARTIAL_FORMAT = "groklab-checkpoint-3"
+_READS = (FORMAT, PARTIAL_FORMAT, "groklab-checkpoint-1")
 _MAX_HEADER = 100 * 2**20  # safetensors' own bound on the JSON header
 
 
@@ -39,6 +50,27 @@ class CheckpointError(RuntimeError):
 
 def _gen_states(gens: list[torch.Generator]) -> torch.Tensor:
     return torch.stack([g.get_state() for g in gens])
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """Every member's state (`params` and the optimizer's tensors, on the CPU) when members last
+    left the batched model, and the positions in the group of the members that stayed (`live`).
+    Replaced at each shrink, never changed, so the writer's thread may read it."""
+
+    tensors: dict[str, torch.Tensor]
+    live: tuple[int, ...]
+
+    def merge(self, rows: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The whole group's state: the live members' `rows` put in their places."""
+        return merge_rows(self.tensors, torch.tensor(self.live), rows)
+
+
+def drop_ledgers(path: Path, keep: Path | None = None) -> None:
+    """Remove the ledger files of checkpoint `path` but `keep` (once no checkpoint names them)."""
+    for f in path.parent.glob(f"{path.stem}.ledger-*.safetensors"):
+        if f != keep:
+            f.unlink(missing_ok=True)
 
 
 class CheckpointWriter:
@@ -58,29 +90,55 @@ class CheckpointWriter:
     def __init__(self) -> None:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self._ledger: tuple[Ledger, Path, str] | None = None  # the last ledger written: its file, digest
 
     def save(self, path: Path, state: dict[str, torch.Tensor], flat: FlatParams,
              noise_gens: list[torch.Generator], meta: dict, *, background: bool = True,
-             merge: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None) -> None:
-        """Write every member's `state` (`params` (N, P) and the optimizer's tensors: CPU tensors
-        the writer may keep, which no one changes any more), or `merge(state)` when given (it runs
-        with the write, on the writer's thread), the layout of `params` that `flat` names, the
-        noise generators and `meta` (step, wall time, member states); in the background unless
-        `background` is False."""
+             ledger: Ledger | None = None, whole: bool = False) -> None:
+        """Write the batched model's `state` (`params` (N, P) and the optimizer's tensors: CPU
+        tensors the writer may keep, which no one changes any more), the layout of `params` that
+        `flat` names, the noise generators and `meta` (step, wall time, member states); in the
+        background unless `background` is False. With a `ledger` (members have left), the file
+        names the ledger's file (written first if it is not on disk yet), or with `whole` holds
+        the merged group (the merge runs on the writer's thread too)."""
         self.wait()
         layout = [[n, list(s), sl.start, sl.stop] for n, s, sl in zip(flat.names, flat.shapes, flat.slices)]
-        args = (path, state, merge, _gen_states(noise_gens), {"meta": json.dumps(meta), "layout": json.dumps(layout)})
+        args = (path, state, ledger, whole, _gen_states(noise_gens),
+                {"meta": json.dumps(meta), "layout": json.dumps(layout)})
         if not background:
-            _write_state(*args)
+            self._write_state(*args)
             return
         self._thread = threading.Thread(target=self._write, args=args, name="groklab-checkpoint")
         self._thread.start()
 
     def _write(self, *args) -> None:
         try:
-            _write_state(*args)
+            self._write_state(*args)
         except BaseException as e:  # noqa: BLE001 - handed to the training thread by wait()
             self._error = e
+
+    def _write_state(self, path: Path, state: dict[str, torch.Tensor], ledger: Ledger | None, whole: bool,
+                     noise: torch.Tensor, metadata: dict[str, str]) -> None:
+        keep = None
+        if ledger is not None and whole:
+            state = ledger.merge(state)
+        elif ledger is not None:
+            keep, digest = self._ledger_file(path, ledger)
+            metadata = {**metadata, "format": PARTIAL_FORMAT, "ledger": keep.name, "ledger_sha256": digest,
+                        "live": json.dumps(ledger.live)}
+        write_tensors(path, {**state, "rng.noise": noise}, metadata)
+        drop_ledgers(path, keep)  # the checkpoint on disk names no other
+
+    def _ledger_file(self, path: Path, ledger: Ledger) -> tuple[Path, str]:
+        """The file of `ledger` beside checkpoint `path` and its digest, written on first use."""
+        if self._ledger is None or self._ledger[0] is not ledger:
+            digest = _digest(ledger.tensors)
+            # Named by its digest: a resumed run that leaves the same way writes the very file an
+            # older checkpoint names (the same bytes, replaced atomically).
+            file = path.with_name(f"{path.stem}.ledger-{digest[:16]}.safetensors")
+            write_tensors(file, ledger.tensors, {}, digest=digest)
+            self._ledger = (ledger, file, digest)
+        return self._ledger[1], self._ledger[2]
 
     def wait(self, *, raise_error: bool = True) -> None:
         """Until the write in flight (if any) is on disk; raise its error unless told not to."""
@@ -92,15 +150,29 @@ class CheckpointWriter:
             raise error
 
 
-def _write_state(path: Path, state: dict[str, torch.Tensor], merge, noise: torch.Tensor,
-                 metadata: dict[str, str]) -> None:
-    tensors = merge(state) if merge is not None else state
-    write_tensors(path, {**tensors, "rng.noise": noise}, metadata)
+def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The whole group's tensors and the metadata of a checkpoint: with the rows of the ledger
+    file it names (members that left) merged in."""
+    path = Path(path)
+    tensors, metadata = read_tensors(path)
+    if "ledger" not in metadata:
+        return tensors, metadata
+    ledger_path = path.with_name(metadata["ledger"])
+    try:
+        ledger, ledger_meta = read_tensors(ledger_path)
+    except CheckpointError as e:
+        raise CheckpointError(f"checkpoint {str(path)!r} keeps the members that left in {ledger_path.name!r}: "
+                              f"{e}") from None
+    if ledger_meta.get("sha256") != metadata["ledger_sha256"]:
+        raise CheckpointError(f"checkpoint {str(path)!r} names the ledger {str(ledger_path)!r}, which holds "
+                              "other contents (replaced after groklab wrote it)")
+    live = Ledger(ledger, tuple(json.loads(metadata["live"])))
+    return {**tensors, **live.merge({k: tensors[k] for k in ledger})}, metadata
 
 
 def load_checkpoint(path: Path, flat: FlatParams, opt: MemberOptimizer, noise_gens: list[torch.Generator]) -> dict:
     """Restore everything in place, onto the run's device; return the metadata (step, wall, members)."""
-    tensors, metadata = read_tensors(path)
+    tensors, metadata = read_checkpoint(path)
     try:
         with torch.no_grad():
             flat.data.copy_(tensors["params"])
@@ -116,7 +188,7 @@ def load_checkpoint(path: Path, flat: FlatParams, opt: MemberOptimizer, noise_ge
 
 def member_weights(path: Path, member: int) -> dict[str, torch.Tensor]:
     """Named weights of one member (shapes without the member dim), for analyses."""
-    tensors, metadata = read_tensors(path)
+    tensors, metadata = read_checkpoint(path)
     layout = json.loads(metadata["layout"])
     params = tensors["params"][member]
     return {name: params[a:b].reshape(shape[1:]) for name, shape, a, b in layout}
@@ -161,10 +233,12 @@ def _file_parts(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> l
     return [len(head).to_bytes(8, "little"), head, *buffers]
 
 
-def write_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """Write a checkpoint atomically (temporary file, fsync, rename, fsync of the directory)."""
+def write_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str], *,
+                  digest: str | None = None) -> None:
+    """Write a checkpoint atomically (temporary file, fsync, rename, fsync of the directory);
+    `digest`: the tensors' `_digest`, if already known."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    parts = _file_parts(tensors, {**metadata, "format": FORMAT, "sha256": _digest(tensors)})
+    parts = _file_parts(tensors, {"format": FORMAT, **metadata, "sha256": digest or _digest(tensors)})
     atomic_write(path, parts, what="checkpoint")
 
 
@@ -254,7 +328,7 @@ def _check_header(path: Path, data: bytes) -> dict[str, str]:
         ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
     except (ValueError, TypeError, KeyError, AttributeError, IndexError):
         raise CheckpointError(f"checkpoint {name} is not a safetensors file (unreadable header)") from None
-    if metadata.get("format") not in (FORMAT, "groklab-checkpoint-1"):
+    if metadata.get("format") not in _READS:
         raise CheckpointError(f"{name} is not a groklab checkpoint (format {metadata.get('format')!r}, "
                               f"expected {FORMAT!r})")
     if 8 + n + max(ends, default=0) != len(data):
