@@ -335,6 +335,38 @@ def test_stopped_members_leave_the_batched_model_and_change_nothing(tmp_path, mo
         assert all(torch.equal(mine[k], theirs[k]) for k in theirs), i
 
 
+def test_a_reader_follows_a_running_group_to_its_next_ledger(tmp_path, monkeypatch):
+    """An analysis that reads the checkpoint of a group still training, just as members leave
+    again (the writer puts a new ledger on disk, then a checkpoint naming it, then removes the old
+    ledger), reads the new pair instead of failing on the old ledger's file."""
+    from groklab.store import Store
+    from groklab.train import checkpoint
+    from groklab.train.engine import _Run
+
+    run = _Run(early_stopping_group(), Store(tmp_path / "s"), None, None)
+    path, read = run.store.paths.checkpoint(run.group), checkpoint.read_tensors
+    run.sync_phase(0)
+    run.members.status[0] = "finished"
+    run.shrink()
+    run.checkpoint(100)
+    run.writer.wait()
+    first = next(path.parent.glob("*.ledger-*"))
+
+    def writer_moves_on(p):
+        out = read(p)
+        if p == path and run.live == [1, 2]:  # the reader has the checkpoint naming `first` ...
+            run.train_step()  # (the group's state changes, and with it the next ledger's name)
+            run.members.status[1] = "finished"
+            run.shrink()
+            run.checkpoint(200)  # ... when the writer replaces both files
+            run.writer.wait()
+        return out
+    monkeypatch.setattr(checkpoint, "read_tensors", writer_moves_on)
+    tensors, meta = checkpoint.read_checkpoint(path)
+    assert not first.exists() and json.loads(meta["meta"])["step"] == 200 and json.loads(meta["live"]) == [2]
+    assert tensors["params"].shape[0] == 3
+
+
 def test_a_group_killed_after_members_left_resumes_to_the_same_end(tmp_path, monkeypatch):
     """The checkpoint left by the kill holds the one live member and names the ledger with the
     rest: resumed, the group ends as an uninterrupted one; a missing or replaced ledger file is

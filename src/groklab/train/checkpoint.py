@@ -150,7 +150,7 @@ class CheckpointWriter:
             raise error
 
 
-def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def read_checkpoint(path: Path, *, again: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """The whole group's tensors and the metadata of a checkpoint: with the rows of the ledger
     file it names (members that left) merged in."""
     path = Path(path)
@@ -161,6 +161,8 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
     try:
         ledger, ledger_meta = read_tensors(ledger_path)
     except CheckpointError as e:
+        if again and not ledger_path.exists():  # a run still training moved on to a new ledger
+            return read_checkpoint(path, again=False)  # since this checkpoint was read: read anew
         raise CheckpointError(f"checkpoint {str(path)!r} keeps the members that left in {ledger_path.name!r}: "
                               f"{e}") from None
     if ledger_meta.get("sha256") != metadata["ledger_sha256"]:
