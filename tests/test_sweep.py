@@ -203,6 +203,45 @@ def test_interrupted_group_resumes_to_the_same_result(tmp_path, monkeypatch):
     assert store.metrics(after["id"])["step"].is_unique
 
 
+def test_a_group_another_live_process_trains_is_left_to_it(tmp_path, monkeypatch):
+    """A second sweep (or `groklab reproduce`) on the same store must not resume a group another
+    process is training: it would train it twice and truncate its metrics under it."""
+    import subprocess
+    import groklab.train as gt
+
+    spec = tiny_spec(fracs=(0.4,), extra=["train.checkpoint_every=20"])
+    real = gt.train
+
+    def interrupted(cfgs, **kw):
+        def stop(step, state):
+            if step >= 40:
+                raise KeyboardInterrupt
+        return real(cfgs, hooks=[stop], **kw)
+
+    store = Store(tmp_path / "runs")
+    monkeypatch.setattr(gt, "train", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec, store=store, workers=1)
+    monkeypatch.setattr(gt, "train", real)
+    (row,) = store.list(sweep="t")
+    n_metrics = len(store.metrics(row["id"]))
+    proc = subprocess.Popen(["sleep", "30"])  # stands in for the process training the group
+    try:
+        store.conn.execute("UPDATE runs SET status='running', owner_pid=?, owner_start=NULL", (proc.pid,))
+        busy = run_sweep(spec, store=store, workers=1)
+        assert busy.plan.groups == [] and [r["id"] for r in busy.plan.busy] == [row["id"]]
+        assert "1 training in another process" in busy.plan.describe()
+        after = store.get(row["id"])
+        assert after["status"] == "running" and after["owner_pid"] == proc.pid
+        assert len(store.metrics(row["id"])) == n_metrics  # nothing truncated, nothing trained
+    finally:
+        proc.kill()
+        proc.wait()
+    again = run_sweep(spec, store=store, workers=1)  # its owner gone, the group is lost: resumed
+    assert again.plan.n_resume == 1 and not again.plan.busy
+    assert store.get(row["id"])["status"] == "finished"
+
+
 @PROCESSES
 def test_ctrl_c_stops_workers_and_leaves_runs_resumable(tmp_path):
     import os

@@ -1,7 +1,6 @@
 """The Python API, mirroring the CLI: run, resume, load_run."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
@@ -70,15 +69,14 @@ def resume(run_id: int, store: Store | str | Path | None = None, progress: bool 
     """
     from .config import with_overrides
     from .protocols.hooks import restore_hooks
-    from .store import liveness
+    from .store import trained_elsewhere
     from .train import train
 
     st = _store(store)
     row = _get(st, run_id)
     rows = st.group(row["group_id"])
-    # Two processes training one group would overwrite each other's checkpoint. (This process
-    # owning the rows means an earlier call here failed: nothing is training them now.)
-    live = [r for r in rows if liveness(r) and r["owner_pid"] != os.getpid()]
+    # Two processes training one group would overwrite each other's checkpoint.
+    live = [r for r in rows if trained_elsewhere(r)]
     if live:
         r = live[0]
         raise ConfigError(f"run {r['id']} is still running (process {r['owner_pid']} on {r['owner_host']}); stop it "

@@ -393,6 +393,13 @@ def liveness(row: dict[str, Any], now: float | None = None) -> bool | None:
     return beat is not None and (now or time.time()) - float(beat) < STALE_S
 
 
+def trained_elsewhere(row: dict[str, Any]) -> bool:
+    """Is a `running` row being trained right now by another live process? (One this process
+    owns means an earlier call here failed: nothing is training it now.)"""
+    return bool(liveness(row)) and not (row.get("owner_host") == socket.gethostname()
+                                        and row.get("owner_pid") == os.getpid())
+
+
 def _row(row: sqlite3.Row) -> dict[str, Any]:
     d = dict(row)
     d["config"] = json.loads(d.pop("cfg_json"))

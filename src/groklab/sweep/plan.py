@@ -23,7 +23,9 @@ anything else go to separate groups. How many members to pack comes from measure
 A run's identity is its sweep name plus its canonical config (:func:`run_key`), ignoring the
 fields that only say how it executes (name, description, threads, device, checkpoint cadence).
 Re-planning a sweep therefore skips runs that finished (or diverged), resumes the groups of
-runs that were interrupted or failed, and creates rows only for runs never started.
+runs that were interrupted or failed, and creates rows only for runs never started. A group that
+another live process is training (a second `groklab sweep` or `reproduce` on the same store) is
+left to it: resuming it too would train it twice and truncate its metrics under it.
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ from typing import Any, Sequence
 
 from ..config import ConfigError, RunCfg, ensemble_signature, flatten, from_dict, member_fields
 from ..data.tasks import subset
-from ..store import TERMINAL
+from ..store import TERMINAL, trained_elsewhere
 
 __all__ = ["Resources", "Group", "Plan", "plan_sweep", "pack_groups", "run_key", "member_bytes", "default_pack",
            "local_resources", "takes_whole_set"]
@@ -210,6 +212,8 @@ class Plan:
     resources: Resources = field(default_factory=lambda: Resources(1))
     threads: int | str = 1
     """Torch threads per run (1 whenever several runs share the machine)."""
+    busy: list[dict] = field(default_factory=list)
+    """Stored rows of runs another live process is training (left to it: neither resumed nor new)."""
     duplicates: int = 0
     stale: int = 0
     """Stored runs of this sweep that the spec no longer contains (left as they are)."""
@@ -228,6 +232,7 @@ class Plan:
         where = f"{r.gpus} GPU(s)" if r.kind == "gpu" else f"{r.cpus} CPU core(s)"
         lines = [f"sweep {self.sweep}: {self.n_runs} runs — {len(self.done)} done (skipped), "
                  f"{self.n_resume} to resume, {self.n_new} to train"
+                 + (f", {len(self.busy)} training in another process (left to it)" if self.busy else "")
                  + (f"; {self.duplicates} duplicate point(s) dropped" if self.duplicates else "")]
         if self.stale:
             lines.append(f"  note: {self.stale} stored run(s) of sweep {self.sweep} are not in this spec "
@@ -317,12 +322,14 @@ def plan_sweep(sweep: str, cfgs: Sequence[RunCfg], store=None, *, pack: int | No
             continue
         stored.setdefault(key, []).append(row)
 
-    done, resume_ids, new = [], [], []
+    done, busy, resume_ids, new = [], [], [], []
     for key, cfg in unique.items():
         rows = stored.get(key, [])
         finished = [r for r in rows if r["status"] in TERMINAL]
         if finished:
             done.append(finished[0])
+        elif any(trained_elsewhere(r) for r in rows):
+            busy.append(rows[0])
         elif rows:
             if rows[0]["group_id"] not in resume_ids:
                 resume_ids.append(rows[0]["group_id"])
@@ -339,6 +346,6 @@ def plan_sweep(sweep: str, cfgs: Sequence[RunCfg], store=None, *, pack: int | No
     groups = [Group(tuple(_execution(from_dict(RunCfg, r["config"]), threads) for r in store.group(gid)), gid)
               for gid in resume_ids]
     groups += [Group(tuple(_execution(c, threads) for c in g)) for g in new_groups]
-    return Plan(sweep=sweep, groups=groups, n_runs=len(unique), done=done, pack=pack, workers=workers,
+    return Plan(sweep=sweep, groups=groups, n_runs=len(unique), done=done, busy=busy, pack=pack, workers=workers,
                 resources=res, threads=threads, duplicates=len(cfgs) - len(unique),
                 stale=sum(len(rows) for key, rows in stored.items() if key not in unique))
