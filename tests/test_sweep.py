@@ -173,6 +173,16 @@ def test_rerun_skips_finished_runs_without_duplicates(tmp_path):
     assert third.plan.n_new == 1 and len(store.list(sweep="t")) == 3
 
 
+def ctrl_c_at(at: int, real):
+    """`train` that a Ctrl-C interrupts at step `at` (after its checkpoints up to there)."""
+    def interrupted(cfgs, **kw):
+        def stop(step, state):
+            if step >= at:
+                raise KeyboardInterrupt
+        return real(cfgs, hooks=[stop], **kw)
+    return interrupted
+
+
 def test_interrupted_group_resumes_to_the_same_result(tmp_path, monkeypatch):
     import groklab.train as gt
 
@@ -180,15 +190,8 @@ def test_interrupted_group_resumes_to_the_same_result(tmp_path, monkeypatch):
     ref = run_sweep(spec, store=Store(tmp_path / "ref"), workers=1).outcomes[0].summaries[0]
 
     real = gt.train
-
-    def interrupted(cfgs, **kw):
-        def stop(step, state):
-            if step >= 40:
-                raise KeyboardInterrupt
-        return real(cfgs, hooks=[stop], **kw)
-
     store = Store(tmp_path / "runs")
-    monkeypatch.setattr(gt, "train", interrupted)
+    monkeypatch.setattr(gt, "train", ctrl_c_at(40, real))
     with pytest.raises(KeyboardInterrupt):
         run_sweep(spec, store=store, workers=1)
     (row,) = store.list(sweep="t")
@@ -211,15 +214,8 @@ def test_a_group_another_live_process_trains_is_left_to_it(tmp_path, monkeypatch
 
     spec = tiny_spec(fracs=(0.4,), extra=["train.checkpoint_every=20"])
     real = gt.train
-
-    def interrupted(cfgs, **kw):
-        def stop(step, state):
-            if step >= 40:
-                raise KeyboardInterrupt
-        return real(cfgs, hooks=[stop], **kw)
-
     store = Store(tmp_path / "runs")
-    monkeypatch.setattr(gt, "train", interrupted)
+    monkeypatch.setattr(gt, "train", ctrl_c_at(40, real))
     with pytest.raises(KeyboardInterrupt):
         run_sweep(spec, store=store, workers=1)
     monkeypatch.setattr(gt, "train", real)
