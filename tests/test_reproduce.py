@@ -320,6 +320,33 @@ def test_full_size_over_the_cpu_budget_is_not_run(tmp_path, store, monkeypatch):
     assert store.list() == []
 
 
+def test_a_run_another_process_trains_is_named_not_judged(tmp_path, store):
+    """A claim whose run another live process is still training is not run yet, and says why
+    (a second `reproduce` on the same store leaves that run to its owner)."""
+    import subprocess
+
+    from groklab.config import config_json
+    from groklab.reproduce import specs
+    from groklab.sweep import expand
+
+    path = tmp_path / "tiny.toml"
+    path.write_text(_claim_text())
+    (claim,) = load_claims([path])
+    spec = specs(claim, "quick")["main"]
+    (cfg,) = expand(spec)
+    store.create_runs([config_json(cfg)], [cfg.name], "g", {}, sweep=spec.name)
+    proc = subprocess.Popen(["sleep", "30"])  # stands in for the process training it
+    try:
+        store.conn.execute("UPDATE runs SET owner_pid=?, owner_start=NULL", (proc.pid,))
+        busy = evaluate(claim, "quick", store)
+        assert busy.verdict == NOT_RUN and busy.measured == "runs in store: main 0/1 (1 training in another process)"
+    finally:
+        proc.kill()
+        proc.wait()
+    lost = evaluate(claim, "quick", store)  # its owner gone: missing, and nothing trains it
+    assert lost.verdict == NOT_RUN and lost.measured == "runs in store: main 0/1"
+
+
 def test_reproduce_end_to_end_then_reuses_the_store(tmp_path, store):
     path = tmp_path / "tiny.toml"
     path.write_text(_claim_text())

@@ -125,6 +125,7 @@ def evaluate(claim: Claim, size: str, store, overrides: tuple[str, ...] = ()) ->
         return ClaimResult(claim, size, Outcome(INCONCLUSIVE, "; ".join(errors)), tuple(ev.run_ids))
     if ev.missing:
         have = ", ".join(f"{g} {n}/{m}" + (f" ({groups[g].missing})" if getattr(groups[g], "missing", "") else "")
+                         + (f" ({groups[g].busy} training in another process)" if getattr(groups[g], "busy", 0) else "")
                          for g, (n, m) in ev.missing.items())
         return ClaimResult(claim, size, Outcome(NOT_RUN, f"runs in store: {have}"), tuple(ev.run_ids))
     return ClaimResult(claim, size, combine([c.evaluate(ev) for c in claim.checks]), tuple(ev.run_ids))

@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..analysis import GrokMetrics, grokking_metrics
 from ..config import ConfigError, RunCfg, from_dict
-from ..store import TERMINAL
+from ..store import TERMINAL, trained_elsewhere
 from ..sweep import SweepSpec, expand, run_key
 
 
@@ -34,6 +34,8 @@ class GroupEvidence:
     sweep: str
     expected: int
     runs: tuple[StoredRun, ...] = ()
+    busy: int = 0
+    """Of the runs still missing, how many another live process is training now."""
 
     @property
     def complete(self) -> bool:
@@ -89,9 +91,8 @@ def collect_group(store, name: str, spec: SweepSpec) -> GroupEvidence:
     """The finished runs of `spec` in `store` (matched by sweep name and run key)."""
     keys = {run_key(c) for c in expand(spec)}
     runs: dict[str, StoredRun] = {}
+    busy: set[str] = set()
     for row in store.list(sweep=spec.name) if store.exists() else []:
-        if row["status"] not in TERMINAL:
-            continue
         try:
             cfg = from_dict(RunCfg, row["config"])
         except ConfigError:  # written by another groklab version
@@ -99,9 +100,13 @@ def collect_group(store, name: str, spec: SweepSpec) -> GroupEvidence:
         key = run_key(cfg)
         if key not in keys or key in runs:
             continue
+        if row["status"] not in TERMINAL:
+            if trained_elsewhere(row):
+                busy.add(key)
+            continue
         hist = store.metrics(row["id"])
         if not len(hist) or not {"train_acc", "val_acc"} <= set(hist.columns):
             continue
         runs[key] = StoredRun(int(row["id"]), cfg, hist, grokking_metrics(hist))
     ordered = tuple(sorted(runs.values(), key=lambda r: r.run_id))
-    return GroupEvidence(name=name, sweep=spec.name, expected=len(keys), runs=ordered)
+    return GroupEvidence(name=name, sweep=spec.name, expected=len(keys), runs=ordered, busy=len(busy - set(runs)))
