@@ -234,6 +234,9 @@ def test_seq_presets_use_the_sequence_format():
     for preset in ("lstm-seq-add", "rnn-seq-add"):
         cfg = load_config(preset)
         assert cfg.data.fmt == "seq" and cfg.data.p == 97
+    # the study's code: PyTorch's N(0, 1) embeddings, with which its LSTM groks (docs/phenomena.md)
+    for preset in ("lstm-seq-add", "lstm-no-wd", "lstm-late-wd", "lstm-wd-removed"):
+        assert load_config(preset).model.init == "torch", preset
 
 
 def test_rnn_rejects_other_activations():
