@@ -417,3 +417,18 @@ def test_report_claims_command_writes_the_page(tmp_path, store):
 def test_needs_protocol_check_still_says_so():
     out = _check({"name": "needs_protocol", "protocol": "a protocol groklab lacks"}).evaluate(Evidence())
     assert out.verdict == NEEDS_PROTOCOL and "a protocol groklab lacks" in out.measured
+
+
+def test_a_claims_note_reaches_the_reader(capsys):
+    """A claim's `note` (how the check reads the claim, caveats about the source) is printed with
+    the verdict and carried in the JSON."""
+    from groklab.reproduce import ClaimResult
+    from groklab.reproduce.cli import _print
+
+    claim = get_claim("rnn-groks")
+    assert claim.note
+    result = ClaimResult(claim, "quick", Outcome(NOT_RUN, "runs in store: main 0/1"))
+    _print(result, as_json=False)
+    assert f"  note:     {claim.note}\n" in capsys.readouterr().out
+    _print(result, as_json=True)
+    assert json.loads(capsys.readouterr().out)["note"] == claim.note

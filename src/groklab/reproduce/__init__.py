@@ -54,7 +54,7 @@ class ClaimResult:
     def as_dict(self) -> dict[str, Any]:
         c = self.claim
         return {"id": c.id, "study": c.study_name, "where": c.where + (f" ({c.source})" if c.source else ""),
-                "claim": c.claim, "claimed": c.claimed, "measured": self.measured, "verdict": self.verdict,
+                "claim": c.claim, "claimed": c.claimed, "note": c.note, "measured": self.measured, "verdict": self.verdict,
                 "size": self.size, "runs": list(self.runs), "new_runs": self.new_runs,
                 "seconds": round(self.seconds, 1), "figures": self.outcome.figures}
 

@@ -38,7 +38,9 @@ def _print(result, as_json: bool) -> None:
         return
     c = result.claim
     print(f"{c.id} [{result.size}] ({c.study_name}, {c.where}{', ' + c.source if c.source else ''})\n"
-          f"  claim:    {c.claim}\n  claimed:  {c.claimed or '-'}\n  measured: {result.measured}\n"
+          f"  claim:    {c.claim}\n  claimed:  {c.claimed or '-'}\n"
+          + (f"  note:     {c.note}\n" if c.note else "")
+          + f"  measured: {result.measured}\n"
           f"  verdict:  {result.verdict}   (runs {', '.join(map(str, result.runs)) or '-'}; "
           f"{result.new_runs} trained now; {result.seconds:.0f} s)", flush=True)
 
