@@ -171,7 +171,7 @@ def test_intervention_presets_run(preset):
 
 
 @pytest.mark.parametrize("preset, before, after", [
-    ("lstm-late-wd", 0.0, 0.02), ("rnn-late-wd", 0.0, 0.02), ("lstm-wd-removed", 0.01, 0.0), ("mlp-late-wd", 0.0, 1.0)])
+    ("lstm-late-wd", 0.0, 0.02), ("rnn-late-wd", 0.0, 0.1), ("lstm-wd-removed", 0.01, 0.0), ("mlp-late-wd", 0.0, 1.0)])
 def test_weight_decay_timing_presets_switch_as_the_study_did(preset, before, after):
     cfg = load_config(preset)
     (phase,) = cfg.train.phases
