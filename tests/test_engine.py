@@ -270,7 +270,10 @@ def test_a_checkpoint_in_flight_lands_before_a_stopped_run_returns(tmp_path, mon
     with pytest.raises(KeyboardInterrupt):
         train(cfg, store=store, progress=False)
     assert not [t for t in threading.enumerate() if t.name == "groklab-checkpoint"]
-    assert log == [("groklab-checkpoint", 5)], log
+    # one write, on the writer thread, while training went on: 5 steps ran during it when the
+    # writer starts at once (it notes its start when its thread first runs, so a busy machine
+    # counts fewer; a write on the training thread would count 0)
+    assert len(log) == 1 and log[0][0] == "groklab-checkpoint" and 1 <= log[0][1] <= 5, log
     row = store.list()[0]
     _, meta = read_tensors(store.paths.checkpoint(row["group_id"]))
     assert row["status"] == "stopped" and json.loads(meta["meta"])["step"] == 20
