@@ -205,6 +205,14 @@ def test_faster_with_censored_slow_and_enough_margin():
     assert out.verdict == REPRODUCED and ">2.50×" in out.measured
 
 
+def test_faster_bound_counts_the_slow_seeds_that_did_get_there():
+    # slow: one seed never (500 steps run), one at 200; the slow median is only known to be
+    # >= median(500, 200) = 350, so the bound is > 1.75×, not the 2.5× of the longest run
+    out = _check({"name": "faster", "fast": "a", "slow": "b", "min_factor": 2.0}).evaluate(
+        _ev(a=[_run(GROK_SOON), _run(GROK_SOON)], b=[_run(NEVER), _run(GROK_SOON)]))
+    assert out.verdict == INCONCLUSIVE and ">1.75×" in out.measured
+
+
 @pytest.mark.parametrize("good, poor, verdict", [
     (GROK_SOON, NEVER, REPRODUCED),
     (NEVER, GROK_SOON, NOT_REPRODUCED),

@@ -204,7 +204,9 @@ class Ordering:
 @dataclass(frozen=True)
 class Faster:
     """Group `fast` reaches `level` val accuracy at least `min_factor` times sooner than `slow`
-    (medians over seeds; a slow run that never gets there counts as its run length)."""
+    (medians over seeds). When the slow median is censored, the factor is a lower bound: each slow
+    run that never gets there counts as its run length, the others as their own step (so one seed
+    that did get there early pulls the bound down)."""
 
     fast: str
     slow: str
@@ -217,13 +219,15 @@ class Faster:
     def evaluate(self, ev: Evidence) -> Outcome:
         tf = _median([_t_val(r, self.level) for r in ev[self.fast].runs])
         slow = ev[self.slow].runs
-        ts = _median([_t_val(r, self.level) for r in slow])
+        t_slow = [_t_val(r, self.level) for r in slow]
+        ts = _median(t_slow)
         figures = {"t_fast": tf, "t_slow": ts}
         text = f"val {self.level:.0%}: {self.fast} at {_fmt(tf)}, {self.slow} at {_fmt(ts)}"
         if math.isinf(tf):
             return Outcome(INCONCLUSIVE if math.isinf(ts) else NOT_REPRODUCED, text, figures)
         bound = math.isinf(ts)
-        factor = (max(r.metrics.steps for r in slow) if bound else ts) / tf
+        floor = _median([r.metrics.steps if math.isinf(t) else t for r, t in zip(slow, t_slow)])
+        factor = (floor if bound else ts) / tf
         figures["factor"] = factor
         text += f" ({'>' if bound else ''}{factor:.2f}×)"
         if factor >= self.min_factor:
