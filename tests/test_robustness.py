@@ -79,6 +79,33 @@ def test_sigterm_stops_like_ctrl_c(tmp_path, capsys, monkeypatch):
     assert json.loads(meta["meta"])["step"] == 30  # the hook ran at the evaluation of 40, before its checkpoint
 
 
+def test_a_repeated_sigterm_does_not_cut_the_stop_short(tmp_path, capsys, monkeypatch):
+    """`timeout` signals its child and then the child's whole process group, and schedulers and
+    users send SIGTERM again: a repeat that lands while the runs are being marked `stopped` must not
+    abort that write and leave them `running` (which `ls` then shows as `lost`)."""
+    def terminate_at_40(step, state):
+        if step >= 40:
+            os.kill(os.getpid(), signal.SIGTERM)
+    _with_hook(monkeypatch, terminate_at_40)
+    real = Store.update_runs
+
+    def signalled_again(self, updates):
+        if any(status == "stopped" for status, _ in updates.values()):
+            os.kill(os.getpid(), signal.SIGTERM)  # the repeat, during the stop's bookkeeping
+        return real(self, updates)
+    monkeypatch.setattr(Store, "update_runs", signalled_again)
+    store = tmp_path / "runs"
+    assert main(["run", "quickstart", "-q", "--store", str(store), *QUICK, "--set", "train.steps=2000"]) == 143
+    assert "terminated (SIGTERM)" in _one_error_line(capsys)
+    assert [r["status"] for r in Store(store).list()] == ["stopped"]
+    # The Ray task body's handler likewise (Ray, then a node's shutdown, may both send it).
+    from groklab.sweep.backends import _ray_train
+    ray_store = Store(tmp_path / "ray")
+    with pytest.raises(KeyboardInterrupt):
+        _ray_train(str(ray_store.paths.root), "s", [tiny(steps=2000)], "g1", copy_back=False)
+    assert [r["status"] for r in ray_store.list()] == ["stopped"]
+
+
 def test_sigterm_stops_a_ray_task_like_ctrl_c(tmp_path, monkeypatch):
     """The Ray task body (called here directly) installs the same SIGTERM → stop handler."""
     from groklab.sweep.backends import _ray_train

@@ -263,6 +263,10 @@ _TERMINATED: list[int] = []  # the signal that stopped this process, if one did
 
 def _on_sigterm(signum, frame) -> None:
     # Raised where the process is: the engine's `except KeyboardInterrupt` marks its runs stopped.
+    # Once: a repeat (`timeout` signals the child, then its whole process group; schedulers and
+    # users send it again) would abort that bookkeeping and leave the runs `running` (`lost`).
+    if _TERMINATED:
+        return
     _TERMINATED.append(signum)
     raise KeyboardInterrupt
 

@@ -443,6 +443,7 @@ def _ray_train(root: str | None, sweep: str, cfgs: list[RunCfg], gid: str, copy_
 
 
 def _raise_interrupt(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: a repeat would cut the `stopped` rows short
     raise KeyboardInterrupt
 
 
