@@ -153,6 +153,7 @@ CORPUS = [
     ("seeds-word", ["run", "quickstart", *GUARD, "--seeds", "x"], None, "--seeds='x' must be a count"),
     ("seeds-zero", ["run", "quickstart", *GUARD, "--seeds", "0"], None, "must be at least 1"),
     ("seeds-list", ["run", "quickstart", *GUARD, "--seeds", "1,a"], None, "must be a count N or a list"),
+    ("seeds-repeated", ["run", "quickstart", *GUARD, "--seeds", "0,1,0"], None, "names seed 0 twice"),
     # data files
     ("data-missing", ["run", "omnigrok-mnist", *GUARD, *_s(f"data.data_dir={T}/nodata")], None, "not found"),
     ("data-corrupt", ["run", "omnigrok-mnist", *GUARD, *_s(f"data.data_dir={T}/bad")],

@@ -467,6 +467,9 @@ def parse_seeds(value: Any, what: str = "seeds") -> tuple[int, ...]:
         return tuple(range(value))
     if not all(isinstance(s, int) and not isinstance(s, bool) for s in value):
         raise ConfigError(f"{what}={value!r} must be a list of integers")
+    again = next((s for i, s in enumerate(value) if s in value[:i]), None)
+    if again is not None:  # the same seed twice is the same run twice: a typo, not an experiment
+        raise ConfigError(f"{what}={','.join(map(str, value))} names seed {again} twice; give each seed once")
     return tuple(value)
 
 
