@@ -164,6 +164,8 @@ CORPUS = [
     ("ckpt-pickle", ["resume", "1"], _pickle_ckpt, "groklab never unpickles checkpoints"),
     ("ckpt-torch-save", ["resume", "1"], _torch_save_ckpt, "groklab never unpickles checkpoints"),
     ("ckpt-foreign", ["resume", "1"], _foreign_ckpt, "does not fit this run"),
+    ("ckpt-none-yet", ["fourier", "1"], lambda tmp, store: _ckpt(store).unlink(),  # stopped before one
+     "run 1 (finished) has no saved weights yet"),
     # stores and run ids
     ("store-newer-schema", ["ls"], _schema(99), "has schema version 99, newer than"),
     ("store-not-sqlite", ["ls"], _not_a_db, "is not a groklab store"),

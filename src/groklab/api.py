@@ -113,8 +113,13 @@ def load_run(run_id: int, store: Store | str | Path | None = None) -> RunRecord:
 
 def load_weights(run_id: int, store: Store | str | Path | None = None) -> dict:
     """The run's latest weights by parameter name (from its group's checkpoint)."""
-    from .train.checkpoint import member_weights
+    from .train.checkpoint import CheckpointError, member_weights
 
     st = _store(store)
     row = _get(st, run_id)
-    return member_weights(st.paths.checkpoint(row["group_id"]), row["member"])
+    path = st.paths.checkpoint(row["group_id"])
+    if not path.exists():  # say why, not just which file: a run stopped before its first checkpoint
+        every = row["config"].get("train", {}).get("checkpoint_every", "train.checkpoint_every")
+        raise CheckpointError(f"run {run_id} ({row['status']}) has no saved weights yet: a run writes its "
+                              f"checkpoint every {every} steps and at its end")
+    return member_weights(path, row["member"])
