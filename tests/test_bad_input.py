@@ -233,6 +233,15 @@ def test_bad_input_one_line_exit_2_nothing_written(case, template, tmp_path, cap
     assert not list(store.rglob("*.tmp*"))
 
 
+def test_api_seeds_get_the_cli_checks(tmp_path):
+    from groklab.api import run
+    with pytest.raises(ConfigError, match="names seed 1 twice"):
+        run("quickstart", seeds=[1, 0, 1], store=tmp_path / "runs")
+    with pytest.raises(ConfigError, match="must be a list of integers"):
+        run("quickstart", seeds=[0, 0.5], store=tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()  # nothing written
+
+
 def test_corpus_is_large_enough():
     assert len(CORPUS) >= 40 and len({c[0] for c in CORPUS}) == len(CORPUS)
 

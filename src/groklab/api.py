@@ -7,7 +7,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from .config import ConfigError, RunCfg, from_dict, load_config
+from .config import ConfigError, RunCfg, from_dict, load_config, parse_seeds
 from .store import Store
 
 
@@ -35,6 +35,7 @@ def expand_seeds(cfg: RunCfg, seeds: Sequence[int] | None) -> list[RunCfg]:
     """One config per seed (an ensemble), names suffixed with the seed."""
     if not seeds:
         return [cfg]
+    seeds = parse_seeds(list(seeds), "seeds")  # the CLI's checks: integers, none twice
     return [replace(cfg, name=f"{cfg.name}-s{s}", train=replace(cfg.train, seed=s)) for s in seeds]
 
 
@@ -53,8 +54,9 @@ def run(source: str | Path | dict | RunCfg, overrides: Sequence[str] = (), *, se
     from .train import train
 
     cfg = with_overrides(source, list(overrides)) if isinstance(source, RunCfg) else load_config(source, list(overrides))
+    cfgs = expand_seeds(cfg, seeds)  # checked before the store is opened: bad seeds write nothing
     st = _store(store)
-    results = train(expand_seeds(cfg, seeds), store=st, progress=progress, sweep=sweep)
+    results = train(cfgs, store=st, progress=progress, sweep=sweep)
     records = [load_run(r.run_id, st) for r in results]
     return records if seeds else records[0]
 
