@@ -144,6 +144,7 @@ def test_pool_workers_end_on_sigterm_when_idle_and_stop_once_when_busy(tmp_path)
                 break
         stopped, ended = sorted(pids)
         procs = ex.pool._processes  # pid -> multiprocessing.Process
+        os.kill(stopped, signal.SIGHUP)  # a closed terminal: left to the driver, which stops the workers
         os.kill(stopped, STOP)  # idle: starts no more groups, but stays for the pool's own shutdown
         time.sleep(0.5)
         assert procs[stopped].is_alive()

@@ -1,6 +1,7 @@
 """Stops, lost processes, full disks, diverging members, old stores, closed pipes, one rate.
 
-- SIGTERM stops a run like Ctrl-C: rows `stopped`, exit code 143, the checkpoint resumable.
+- SIGTERM stops a run like Ctrl-C: rows `stopped`, exit code 143, the checkpoint resumable; so does
+  SIGHUP (a closed terminal; exit 129) unless `nohup` ignores it; a stop as a run ends lets it end.
 - `ls` tells a `running` row whose process is gone (`lost`) from a live one.
 - A full disk while writing a checkpoint or the store: one clear line, exit 2; the previous
   checkpoint loads, and the resumed run equals an uninterrupted one.
@@ -74,7 +75,7 @@ def test_sigterm_stops_like_ctrl_c(tmp_path, capsys, monkeypatch):
     assert "terminated (SIGTERM)" in _one_error_line(capsys)
     (row,) = Store(store).list()
     assert row["status"] == "stopped"
-    assert signal.getsignal(signal.SIGTERM) is not main.__globals__["_on_sigterm"]  # handler restored
+    assert signal.getsignal(signal.SIGTERM) is not main.__globals__["_on_stop_signal"]  # handler restored
     tensors, meta = read_tensors(Store(store).paths.checkpoint(row["group_id"]))
     assert json.loads(meta["meta"])["step"] == 30  # the hook ran at the evaluation of 40, before its checkpoint
 
@@ -104,6 +105,78 @@ def test_a_repeated_sigterm_does_not_cut_the_stop_short(tmp_path, capsys, monkey
     with pytest.raises(KeyboardInterrupt):
         _ray_train(str(ray_store.paths.root), "s", [tiny(steps=2000)], "g1", copy_back=False)
     assert [r["status"] for r in ray_store.list()] == ["stopped"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "darwin", reason="a Linux pseudo-terminal")
+def test_a_closed_terminal_stops_a_run_like_ctrl_c(tmp_path):
+    """The terminal (or ssh session) a run was started from goes away: the kernel sends SIGHUP to
+    its foreground processes, whose writes to it now fail. The run ends `stopped`, resumable, exit
+    129 — not killed outright and left `running` (`lost`)."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+
+    store = tmp_path / "runs"
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: `groklab run` on the pseudo-terminal, as from a shell
+        try:
+            os.execv(sys.executable, [sys.executable, "-c", "import sys; from groklab.cli import main; sys.exit(main())",
+                                      "run", "quickstart", "--store", str(store), *QUICK, "--set", "train.steps=1000000"])
+        finally:
+            os._exit(127)  # never back into pytest
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a terminal's size (a new pty is 0 × 0)
+    seen, deadline = b"", time.time() + 120
+    while b"steps/s" not in seen and time.time() < deadline:  # training has begun
+        if select.select([fd], [], [], 1.0)[0]:
+            try:
+                seen += os.read(fd, 4096)
+            except OSError:
+                break
+    os.close(fd)  # hang up
+    _, status = os.waitpid(pid, 0)
+    assert b"steps/s" in seen, seen[-500:]
+    assert os.waitstatus_to_exitcode(status) == 128 + signal.SIGHUP
+    (row,) = Store(store).list()
+    assert row["status"] == "stopped"
+    assert row["summary"]["steps"] >= 1
+
+
+def test_nohup_keeps_a_run_going_through_a_hangup(tmp_path, capsys, monkeypatch):
+    """Under `nohup` (SIGHUP ignored) the user asked the run to outlive its terminal."""
+    def hang_up_at_40(step, state):
+        if step == 40:
+            os.kill(os.getpid(), signal.SIGHUP)
+    _with_hook(monkeypatch, hang_up_at_40)
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        assert main(["run", "quickstart", "-q", "--store", str(tmp_path / "runs"), *QUICK,
+                     "--set", "train.steps=80"]) == 0
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN  # left as it was
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    assert [r["status"] for r in Store(tmp_path / "runs").list()] == ["finished"]
+
+
+def test_a_stop_as_the_run_ends_lets_it_end(tmp_path, capsys, monkeypatch):
+    """A stop that lands while a finished run writes its last checkpoint and rows (Ctrl-C, or the
+    terminal closing just as the progress bar writes its last line) waits for them: the run is
+    `finished`, not left `running`, and the command still stops with the signal's exit code."""
+    real = Store.update_runs
+
+    def signalled(self, updates):
+        if any(status == "finished" for status, _ in updates.values()):
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(self, updates)
+    monkeypatch.setattr(Store, "update_runs", signalled)
+    store = tmp_path / "runs"
+    assert main(["run", "quickstart", "-q", "--store", str(store), *QUICK, "--set", "train.steps=30"]) == 143
+    assert "terminated (SIGTERM)" in _one_error_line(capsys)
+    (row,) = Store(store).list()
+    assert row["status"] == "finished" and row["summary"]["steps"] == 30
+    tensors, meta = read_tensors(Store(store).paths.checkpoint(row["group_id"]))
+    assert json.loads(meta["meta"])["step"] == 30
 
 
 def test_sigterm_stops_a_ray_task_like_ctrl_c(tmp_path, monkeypatch):

@@ -6,9 +6,10 @@
     groklab ls; groklab show 3 --json; groklab plot 3 -o curve.png; groklab resume 3
 
 Bad input prints one line on stderr and exits with code 2, before anything is written. SIGTERM
-(`timeout`, Slurm, Kubernetes, Ray) stops a run like Ctrl-C: its rows are marked `stopped` at the
-last checkpoint and the exit code is 143 (130 for Ctrl-C). Output cut short by a closed pipe
-(`groklab show 3 --json | head -c 100`) ends quietly.
+(`timeout`, Slurm, Kubernetes, Ray) and SIGHUP (a closed terminal or ssh session; not under
+`nohup`, which ignores it) stop a run like Ctrl-C: its rows are marked `stopped` at the last
+checkpoint and the exit code is 128 + the signal (143, 129; 130 for Ctrl-C). Output cut short by a
+closed pipe (`groklab show 3 --json | head -c 100`) ends quietly.
 """
 from __future__ import annotations
 
@@ -261,7 +262,7 @@ def _extend(sub, add) -> None:
 _TERMINATED: list[int] = []  # the signal that stopped this process, if one did
 
 
-def _on_sigterm(signum, frame) -> None:
+def _on_stop_signal(signum, frame) -> None:
     # Raised where the process is: the engine's `except KeyboardInterrupt` marks its runs stopped.
     # Once: a repeat (`timeout` signals the child, then its whole process group; schedulers and
     # users send it again) would abort that bookkeeping and leave the runs `running` (`lost`).
@@ -269,6 +270,29 @@ def _on_sigterm(signum, frame) -> None:
         return
     _TERMINATED.append(signum)
     raise KeyboardInterrupt
+
+
+def _stop_signals() -> list[int]:
+    """The signals that stop a command like Ctrl-C: SIGTERM, and SIGHUP unless it is ignored (as
+    `nohup` asks: the run then outlives its terminal, as the user meant)."""
+    hup = getattr(signal, "SIGHUP", None)  # POSIX only
+    return [signal.SIGTERM] + ([hup] if hup is not None and signal.getsignal(hup) is not signal.SIG_IGN else [])
+
+
+def how_stopped() -> tuple[str, int]:
+    """What stopped this command, for its message, and its exit code (128 + the signal)."""
+    if not _TERMINATED:
+        return "interrupted", 130
+    sig = signal.Signals(_TERMINATED[0])
+    return f"{'hung up' if sig.name == 'SIGHUP' else 'terminated'} ({sig.name})", 128 + sig.value
+
+
+def tell(message: str) -> None:
+    """One line on stderr, which may be gone (a hung-up terminal): the stop has already been recorded."""
+    try:
+        print(message, file=sys.stderr, flush=True)
+    except OSError:
+        pass
 
 
 # Exceptions that mean bad input or an unusable store or checkpoint: one line, exit 2.
@@ -287,15 +311,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _TERMINATED.clear()
     main_thread = threading.current_thread() is threading.main_thread()  # only it may set handlers
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
+    previous = {sig: signal.signal(sig, _on_stop_signal) for sig in _stop_signals()} if main_thread else {}
     try:
         code = args.fn(args)
         sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
         return code
     except KeyboardInterrupt:
-        how = "terminated (SIGTERM)" if _TERMINATED else "interrupted"
-        print(f"groklab: {how}; `groklab resume RUN` continues from the last checkpoint", file=sys.stderr)
-        return 143 if _TERMINATED else 130
+        how, code = how_stopped()
+        tell(f"groklab: {how}; `groklab resume RUN` continues from the last checkpoint")
+        return code
     except BrokenPipeError:
         # The reader (`head`) has gone: stop quietly, and keep Python from complaining at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -306,8 +330,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"groklab: error: {e}", file=sys.stderr)
         return 2
     finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

@@ -227,9 +227,12 @@ class _Worker:
 
 
 def _init_worker(devices, pids) -> None:
-    """Pool worker start-up: one thread, Ctrl-C left to the driver, STOP and SIGTERM handled, own
-    GPU; tell the driver this process's id (so it can stop it)."""
+    """Pool worker start-up: one thread, Ctrl-C and a closed terminal's SIGHUP left to the driver
+    (which stops the workers itself), STOP and SIGTERM handled, own GPU; tell the driver this
+    process's id (so it can stop it)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     os.environ["OMP_NUM_THREADS"] = "1"
     import torch
     torch.set_num_threads(1)

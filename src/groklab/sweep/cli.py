@@ -70,19 +70,18 @@ def cmd_sweep(args) -> int:
                   + f", val 99% at {_fmt(s.get('step_val_99'))}" + (f" — {o.error}" if o.error else "")
                   + f" ({o.seconds:.0f} s)", file=out, flush=True)
 
-    # SIGTERM (a batch scheduler, `timeout`, `kill`) stops as cleanly as Ctrl-C: `groklab.cli.main`
-    # turns it into KeyboardInterrupt and remembers it, for the exit code (143, or 130 for Ctrl-C).
+    # SIGTERM (a batch scheduler, `timeout`, `kill`) and SIGHUP (a closed terminal) stop as cleanly as
+    # Ctrl-C: `groklab.cli.main` turns them into KeyboardInterrupt and remembers which, for the exit code.
     try:
         report = run_sweep(spec, store=args.store, backend=args.backend, pack=args.pack, workers=args.workers,
                            address=args.address, max_retries=args.retries if args.retries is not None else 2,
                            storage=args.storage,
                            dry_run=args.dry_run, on_plan=on_plan, on_done=on_done)
     except KeyboardInterrupt:
-        from ..cli import _TERMINATED
-        how = "terminated (SIGTERM)" if _TERMINATED else "interrupted"
-        print(f"groklab: sweep {spec.name} {how}; runs were left resumable — run the same command again "
-              f"to continue", file=sys.stderr)
-        return 143 if _TERMINATED else 130
+        from ..cli import how_stopped, tell
+        how, code = how_stopped()
+        tell(f"groklab: sweep {spec.name} {how}; runs were left resumable — run the same command again to continue")
+        return code
     plan = report.plan
     if args.json:
         print(json.dumps(_json_report(report)))

@@ -34,6 +34,7 @@ from ..data import TASKS, TaskData, noisy_labels, subset
 from ..models import MemberModel, build_model
 from ..store import Store
 from .checkpoint import CheckpointWriter, Ledger, load_checkpoint
+from .interrupts import deferred_interrupts
 from .losses import LOSSES, correct
 from .optim import FlatParams, MemberHParams, MemberOptimizer, member_rows
 from .progress import progress_bar, update_bar
@@ -261,15 +262,21 @@ def train(cfgs: RunCfg | Sequence[RunCfg], *, store: Store | None = None, hooks:
                     run.checkpoint(step)    # 4) resumable state, written in the background
             run.writer.wait()               # the last such write is on disk; if it failed, it raises here
         except KeyboardInterrupt:
+            _close(bar)
             run.mark(step, "stopped")  # the last checkpoint stays consistent; `groklab resume` continues from it
             raise
         except Exception:
+            _close(bar)
             run.mark(step, "failed")   # likewise resumable; a sweep re-plans failed groups
             raise
-        finally:
-            if bar is not None:
-                bar.close()
-        return run.finish(step)
+        with deferred_interrupts():    # the work is done: a stop now waits for the final checkpoint and rows
+            _close(bar)
+            return run.finish(step)
+
+
+def _close(bar) -> None:
+    if bar is not None:
+        bar.close()
 
 
 class _Run:
