@@ -172,6 +172,7 @@ CORPUS = [
     ("show-missing-run", ["show", "99"], None, "run 99 is not in the store"),
     ("resume-missing-run", ["resume", "99"], None, "run 99 is not in the store"),
     ("plot-missing-run", ["plot", "99"], None, "run 99 is not in the store"),
+    ("show-every-zero", ["show", "1", "--table", "--every", "0"], None, "--every=0 must be at least 1"),
     ("plot-extension", ["plot", "1", "-o", f"{T}/x.gif"], None, "must end in .png"),
     ("unknown-command", ["frobnicate"], None, "invalid choice"),
     ("run-id-not-int", ["show", "one"], None, "invalid int value"),

@@ -126,6 +126,8 @@ def cmd_show(args) -> int:
     from .config import to_dict
     from .store import Store
 
+    if args.table and args.every < 1:
+        raise ConfigError(f"--every={args.every} must be at least 1 (steps between the table's rows)")
     store = Store(args.store)
     rec = load_run(args.run, store)
     if args.table:
@@ -154,7 +156,7 @@ def _table(metrics, every: int) -> str:
         return "no metrics"
     picks = []
     last = int(metrics["step"].max())
-    for target in list(range(0, last + 1, max(1, every))) + [last]:
+    for target in list(range(0, last + 1, every)) + [last]:
         row = metrics[metrics["step"] >= target].head(1)
         if len(row) and (not picks or int(row["step"].iloc[0]) != picks[-1]):
             picks.append(int(row["step"].iloc[0]))
