@@ -107,33 +107,50 @@ def test_a_repeated_sigterm_does_not_cut_the_stop_short(tmp_path, capsys, monkey
     assert [r["status"] for r in ray_store.list()] == ["stopped"]
 
 
-@pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "darwin", reason="a Linux pseudo-terminal")
+ON_A_PTY = pytest.mark.skipif(not hasattr(os, "fork") or sys.platform != "linux", reason="a Linux pseudo-terminal")
+
+
+def _on_a_terminal(code: str, *args: str) -> tuple[int, int]:
+    """`python -c CODE ARGS…` on a new pseudo-terminal, as from a shell; (pid, the terminal's fd).
+    A new pseudo-terminal reports a 0 × 0 size until someone sets one."""
+    import pty
+
+    pid, fd = pty.fork()
+    if pid == 0:
+        try:
+            os.execv(sys.executable, [sys.executable, "-c", code, *args])
+        finally:
+            os._exit(127)  # never back into pytest
+    return pid, fd
+
+
+def _read_until(fd: int, token: bytes, seconds: float) -> bytes:
+    import select
+
+    seen, deadline = b"", time.time() + seconds
+    while token not in seen and time.time() < deadline:
+        if select.select([fd], [], [], 1.0)[0]:
+            try:
+                seen += os.read(fd, 4096)
+            except OSError:  # the child has gone
+                break
+    return seen
+
+
+@ON_A_PTY
 def test_a_closed_terminal_stops_a_run_like_ctrl_c(tmp_path):
     """The terminal (or ssh session) a run was started from goes away: the kernel sends SIGHUP to
     its foreground processes, whose writes to it now fail. The run ends `stopped`, resumable, exit
     129 — not killed outright and left `running` (`lost`)."""
     import fcntl
-    import pty
-    import select
     import struct
     import termios
 
     store = tmp_path / "runs"
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: `groklab run` on the pseudo-terminal, as from a shell
-        try:
-            os.execv(sys.executable, [sys.executable, "-c", "import sys; from groklab.cli import main; sys.exit(main())",
-                                      "run", "quickstart", "--store", str(store), *QUICK, "--set", "train.steps=1000000"])
-        finally:
-            os._exit(127)  # never back into pytest
-    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a terminal's size (a new pty is 0 × 0)
-    seen, deadline = b"", time.time() + 120
-    while b"steps/s" not in seen and time.time() < deadline:  # training has begun
-        if select.select([fd], [], [], 1.0)[0]:
-            try:
-                seen += os.read(fd, 4096)
-            except OSError:
-                break
+    pid, fd = _on_a_terminal("import sys; from groklab.cli import main; sys.exit(main())", "run", "quickstart",
+                             "--store", str(store), *QUICK, "--set", "train.steps=1000000")
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a terminal window's size
+    seen = _read_until(fd, b"steps/s", 120)  # training has begun
     os.close(fd)  # hang up
     _, status = os.waitpid(pid, 0)
     assert b"steps/s" in seen, seen[-500:]
@@ -141,6 +158,22 @@ def test_a_closed_terminal_stops_a_run_like_ctrl_c(tmp_path):
     (row,) = Store(store).list()
     assert row["status"] == "stopped"
     assert row["summary"]["steps"] >= 1
+
+
+@ON_A_PTY
+def test_progress_bar_shows_on_a_terminal_that_reports_no_size():
+    """tqdm draws nothing on a 0 × 0 terminal (a new pseudo-terminal, `docker run -t`); the bar must."""
+    code = ("import time; from groklab.train.progress import progress_bar, update_bar\n"
+            "bar, t0 = progress_bar(True, 100, 0), time.perf_counter()\n"
+            "for i in range(1, 11):\n"
+            "    time.sleep(0.12); update_bar(bar, 10 * i, [{'train_acc': 0.5, 'val_acc': 0.25}], 0, t0)\n"
+            "bar.close()")
+    pid, fd = _on_a_terminal(code)
+    seen = _read_until(fd, b"100/100", 60)
+    _, status = os.waitpid(pid, 0)  # before hanging up (its last line fits the terminal's buffer)
+    os.close(fd)
+    assert b"100/100" in seen and b"average" in seen and b"steps/s" in seen, seen[-500:]
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_nohup_keeps_a_run_going_through_a_hangup(tmp_path, capsys, monkeypatch):

@@ -6,6 +6,7 @@ tqdm's rate from the format and shows the average once, with its name.
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -18,8 +19,19 @@ def progress_bar(enabled: bool, total: int, start: int):
     if not enabled:
         return None
     from tqdm.auto import tqdm
-    return tqdm(total=total, initial=start, file=sys.stderr, unit="step", dynamic_ncols=True, leave=True,
-                bar_format=BAR_FORMAT)
+    # A terminal that reports a 0 × 0 size (a new pseudo-terminal, `docker run -t`, some CI runners)
+    # gets nothing at all from tqdm (no columns, and its one row counts as off-screen): give it a size.
+    sized = _terminal_size() != (0, 0)
+    return tqdm(total=total, initial=start, file=sys.stderr, unit="step", dynamic_ncols=sized,
+                ncols=None if sized else 100, nrows=None if sized else 24, leave=True, bar_format=BAR_FORMAT)
+
+
+def _terminal_size() -> tuple[int, int] | None:
+    """(columns, lines) as stderr's terminal reports them; None when stderr is not a terminal."""
+    try:
+        return tuple(os.get_terminal_size(sys.stderr.fileno()))
+    except (OSError, ValueError, AttributeError):  # not a terminal, closed, or a stream without a file
+        return None
 
 
 def update_bar(bar, step: int, last: list[dict], start: int, t0: float) -> None:
