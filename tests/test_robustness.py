@@ -6,7 +6,8 @@
 - A full disk while writing a checkpoint or the store: one clear line, exit 2; the previous
   checkpoint loads, and the resumed run equals an uninterrupted one.
 - A member poisoned with a huge lr diverges alone: the others' metrics do not change by one bit.
-- A schema-1 store is migrated in place; a closed stdout pipe ends the CLI quietly.
+- A schema-1 store is migrated in place; a closed stdout pipe ends the CLI quietly; closed
+  stdout / stderr cost a run nothing.
 """
 from __future__ import annotations
 
@@ -398,6 +399,37 @@ def test_closed_pipe_ends_quietly(tmp_path):
     err = proc.stderr.read().decode()
     proc.wait(timeout=60)
     assert err == "" and proc.returncode == 141
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX shell redirections")
+@pytest.mark.parametrize("redirect", ["2>&-", ">&- 2>&-", "2</dev/null"],
+                         ids=["stderr-closed", "both-closed", "stderr-read-only"])
+def test_closed_std_streams_do_not_cost_the_run(tmp_path, redirect):
+    """Started with stdout or stderr closed (or, as a shell wrapper can leave it, open read-only),
+    a run trains, is recorded `finished`, and the command succeeds: before, the progress bar's
+    first write failed after the rows existed (left `running`: `lost`) or the summary's print did."""
+    import shlex
+
+    store = tmp_path / "runs"
+    env = {**os.environ, "PYTHONPATH": str(Path(groklab.__file__).resolve().parents[1])}
+    cmd = shlex.join([sys.executable, "-m", "groklab.cli", "run", "quickstart", "--store", str(store), *QUICK,
+                      "--set", "train.steps=20"])
+    proc = subprocess.run(["bash", "-c", f"{cmd} {redirect}"], env=env, timeout=300)
+    assert proc.returncode == 0
+    assert [(r["status"], r["summary"]["steps"]) for r in Store(store).list()] == [("finished", 20)]
+
+
+def test_a_failure_before_the_first_step_marks_the_rows(tmp_path, monkeypatch):
+    """Whatever fails once a run's rows exist (here the progress bar) marks them `failed`, resumable."""
+    import groklab.train.engine as engine
+
+    def broken_bar(*args):
+        raise OSError(9, "Bad file descriptor")
+    monkeypatch.setattr(engine, "progress_bar", broken_bar)
+    store = Store(tmp_path / "runs")
+    with pytest.raises(OSError):
+        train(tiny(steps=20), store=store, progress=True)
+    assert [r["status"] for r in store.list()] == ["failed"]
 
 
 def _bar_lines(text: str) -> list[str]:

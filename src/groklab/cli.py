@@ -14,6 +14,7 @@ closed pipe (`groklab show 3 --json | head -c 100`) ends quietly.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import os
@@ -309,7 +310,32 @@ def _is_user_error(e: BaseException) -> bool:
     return isinstance(e, tuple(kinds))
 
 
+def _open_closed_std_streams() -> None:
+    """A command started with stdout or stderr closed (`>&-`, `2>&-`, some daemons and schedulers)
+    writes them to /dev/null instead of failing mid-run, or after the work is done."""
+    for name in ("stdout", "stderr"):
+        if _unwritable(getattr(sys, name)):
+            setattr(sys, name, open(os.devnull, "w"))
+
+
+def _unwritable(stream) -> bool:
+    if stream is None:  # Python found the descriptor closed at start-up
+        return True
+    try:
+        fd = stream.fileno()
+    except (AttributeError, ValueError, io.UnsupportedOperation):  # an in-memory stream (captured output)
+        return False
+    try:  # a closed descriptor, or one a launcher reopened read-only (`2>&-` under a shell wrapper)
+        import fcntl
+        return fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY
+    except ImportError:  # not POSIX
+        return False
+    except OSError:
+        return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _open_closed_std_streams()
     args = build_parser().parse_args(argv)
     _TERMINATED.clear()
     main_thread = threading.current_thread() is threading.main_thread()  # only it may set handlers

@@ -242,9 +242,9 @@ def train(cfgs: RunCfg | Sequence[RunCfg], *, store: Store | None = None, hooks:
     tc = cfgs[0].train
     with numerics(tc), torch_threads(tc):
         run = _Run(cfgs, store, sweep, group)
-        evals, step, done = set(eval_steps(tc)), run.start, False
-        bar = progress_bar(progress, tc.steps, step)
-        try:
+        evals, step, done, bar = set(eval_steps(tc)), run.start, False, None
+        try:                                # from here on the rows exist: whatever ends the run marks them
+            bar = progress_bar(progress, tc.steps, step)
             run.sync_phase(step)
             if step == 0:
                 done = run.evaluate(0, hooks, bar)
@@ -262,12 +262,12 @@ def train(cfgs: RunCfg | Sequence[RunCfg], *, store: Store | None = None, hooks:
                     run.checkpoint(step)    # 4) resumable state, written in the background
             run.writer.wait()               # the last such write is on disk; if it failed, it raises here
         except KeyboardInterrupt:
-            _close(bar)
             run.mark(step, "stopped")  # the last checkpoint stays consistent; `groklab resume` continues from it
+            _close(bar)
             raise
         except Exception:
-            _close(bar)
             run.mark(step, "failed")   # likewise resumable; a sweep re-plans failed groups
+            _close(bar)
             raise
         with deferred_interrupts():    # the work is done: a stop now waits for the final checkpoint and rows
             _close(bar)
@@ -275,8 +275,11 @@ def train(cfgs: RunCfg | Sequence[RunCfg], *, store: Store | None = None, hooks:
 
 
 def _close(bar) -> None:
-    if bar is not None:
-        bar.close()
+    try:
+        if bar is not None:
+            bar.close()
+    except OSError:  # its terminal has gone; the run's end is recorded either way
+        pass
 
 
 class _Run:
