@@ -31,6 +31,7 @@ from typing import Sequence
 import torch
 from safetensors.torch import load as _load_bytes
 
+from .interrupts import deferred_interrupts
 from .optim import FlatParams, MemberOptimizer, merge_rows
 
 # 2: batches and dropout from counter-based streams (no data/torch RNG states). A format-1
@@ -108,8 +109,10 @@ class CheckpointWriter:
         if not background:
             self._write_state(*args)
             return
-        self._thread = threading.Thread(target=self._write, args=args, name="groklab-checkpoint")
-        self._thread.start()
+        thread = threading.Thread(target=self._write, args=args, name="groklab-checkpoint")
+        with deferred_interrupts():  # a stop landing inside start() left a thread no one could join
+            thread.start()
+            self._thread = thread
 
     def _write(self, *args) -> None:
         try:
