@@ -33,6 +33,13 @@ def test_bad_input_exit_2_one_line_nothing_written(tmp_path, args, fragment):
     assert not (tmp_path / "runs" / "groklab.db").exists() or Store(tmp_path / "runs").list() == []
 
 
+def test_python_dash_m_groklab_is_the_command(tmp_path):
+    """`python -m groklab` (no console script on PATH, a venv not activated) is `groklab`."""
+    proc = subprocess.run([sys.executable, "-m", "groklab", "ls", "--store", str(tmp_path / "none")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "no store at" in proc.stderr and proc.stderr.startswith("groklab: error:")
+
+
 def test_run_json_ls_show_plot(tmp_path, capsys):
     store = ["--store", str(tmp_path / "runs")]
     assert main(["run", "quickstart", "--json", "-q", *FAST, *store]) == 0

@@ -239,7 +239,11 @@ def test_a_group_another_live_process_trains_is_left_to_it(tmp_path, monkeypatch
 
 
 @PROCESSES
-def test_ctrl_c_stops_workers_and_leaves_runs_resumable(tmp_path):
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_ctrl_c_stops_workers_and_leaves_runs_resumable(tmp_path, stop):
+    """Ctrl-C reaches the whole process group; SIGTERM (`timeout`, a scheduler) only the driver,
+    which stops its workers. Run as `python -m groklab.cli`, whose stop was once recorded in a second
+    copy of the module and reported as an interrupt (exit 130) instead of SIGTERM's 143."""
     import os
     import signal
     import subprocess
@@ -262,10 +266,13 @@ def test_ctrl_c_stops_workers_and_leaves_runs_resumable(tmp_path):
         if len(rows) == 2 and all(store.metrics(r["id"])["step"].max() > 100 for r in rows):  # past a checkpoint
             break
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGINT)
+    if stop == "ctrl-c":
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err.decode()[-2000:]
-    assert b"resumable" in err
+    assert proc.returncode == {"ctrl-c": 130, "sigterm": 143}[stop], err.decode()[-2000:]
+    assert b"resumable" in err and (stop == "ctrl-c" or b"terminated (SIGTERM)" in err)
     rows = store.list(sweep="cc")
     assert len(rows) == 2 and {r["status"] for r in rows} == {"stopped"}
     for _ in range(50):  # no orphans: workers (and multiprocessing's resource tracker) are gone

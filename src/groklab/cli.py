@@ -363,4 +363,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m groklab.cli` runs this file as `__main__`, a second copy of the module: call the
+    # package's own, whose state (the signal that stopped the command) the sweep and report read.
+    from groklab.cli import main as package_main
+
+    sys.exit(package_main())
