@@ -83,6 +83,36 @@ def test_four_writers_and_readers_lose_nothing(tmp_path, capsys):
         read_tensors(store.paths.checkpoint(r["group_id"]))
 
 
+def _open_at_once(root: str, barrier, errors) -> None:
+    """Wait for the others, then open the store and write one row; an error goes to `errors`."""
+    barrier.wait()
+    try:
+        Store(root).create_runs(["{}"], ["x"], f"g{os.getpid()}", {})
+    except Exception as e:  # noqa: BLE001 - reported to the test
+        errors.put(repr(e))
+
+
+def test_processes_opening_a_store_at_once_all_get_in(tmp_path):
+    """A sweep's workers open the store together. Setting WAL mode takes a lock SQLite does not
+    wait for, so one of them often failed at once with "locked by another process (waited 120 s)"
+    (2 workers: 1 round in 2; 3 processes on a new store: 1 in 25) and its group was lost."""
+    ctx = child_context()
+    errors, rows = ctx.Queue(), 0
+    for i in range(20):
+        root = tmp_path / f"s{i}"
+        if i % 2:
+            Store(root).conn.close()  # a store the driver made, already in WAL mode; else a new one
+        barrier = ctx.Barrier(3)
+        procs = [ctx.Process(target=_open_at_once, args=(str(root), barrier, errors)) for _ in range(3)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        rows += len(Store(root).list())
+    seen = [errors.get() for _ in range(errors.qsize())]
+    assert not seen and rows == 60, seen[:3]
+
+
 def _bad_store(args: list[str], capsys) -> str:
     code = main(args)
     err = capsys.readouterr().err.strip().splitlines()

@@ -179,7 +179,7 @@ class Store:
             conn = sqlite3.connect(self.paths.db, timeout=self.timeout, isolation_level=None)
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
-            conn.execute("PRAGMA journal_mode=WAL")
+            self._wal(conn)
             conn.execute("PRAGMA foreign_keys=ON")
             self._migrate(conn)
         except BaseException as e:
@@ -189,6 +189,23 @@ class Store:
                 raise self._error(e) from None
             raise
         return conn
+
+    def _wal(self, conn: sqlite3.Connection) -> None:
+        """Put a new store in WAL mode. Setting the mode takes a lock SQLite does not wait for (no
+        busy handler): processes opening a store at once (a sweep's workers) got "database is
+        locked" at once, even with the store long in WAL mode. So read the mode first (the file
+        keeps it), and retry setting it until the store's timeout."""
+        if conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+            return
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
