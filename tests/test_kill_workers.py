@@ -206,3 +206,47 @@ def test_ray_worker_killed_retry_resumes_from_checkpoint(tmp_path, monkeypatch):
     later = {pid: step for pid, step in killer.lowest.items() if pid != first}
     assert len(later) >= 3 and min(later.values()) >= 15, killer.lowest
     _assert_same(_by_name(store)[row["name"]], want[row["name"]])
+
+
+@pytest.mark.parametrize("stop", ["sigterm", "hangup"])
+def test_stopping_a_ray_sweep_leaves_its_runs_stopped(tmp_path, stop):
+    """The driver of a Ray sweep on a local cluster, stopped as `timeout` does (SIGTERM to it) or
+    by a closed terminal (SIGHUP to its whole process group): the running tasks mark their runs
+    `stopped` at the last checkpoint and every Ray process is gone. Before, Ray's own SIGTERM
+    handler exited the driver at once, and the hang-up killed the raylet and the tasks with it:
+    both left the runs `running` (lost)."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("ray")
+    root = tmp_path / "runs"
+    sets = [a for s in SET[:-1] + ["train.steps=100000", "train.checkpoint_every=10", "train.eval_every=10", CPU]
+            for a in ("--set", s)]
+    src = str(Path(groklab.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "groklab", "sweep", "quickstart", "--grid", "data.frac_train=0.3,0.4",
+                             "--name", "rs", "--backend", "ray", "--store", str(root), *sets],
+                            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    store, deadline = Store(root), time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        rows = store.list(sweep="rs") if store.exists() else []
+        if len(rows) == 2 and all(len(store.metrics(r["id"])) > 2 for r in rows):  # both past a checkpoint
+            break
+        time.sleep(0.5)
+    if stop == "sigterm":
+        proc.send_signal(signal.SIGTERM)
+    else:
+        os.killpg(proc.pid, signal.SIGHUP)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == {"sigterm": 143, "hangup": 129}[stop], err.decode()[-2000:]
+    rows = store.list(sweep="rs")
+    assert [r["status"] for r in rows] == ["stopped", "stopped"], err.decode()[-2000:]
+    assert all(store.paths.checkpoint(r["group_id"]).exists() for r in rows)
+    for _ in range(100):  # the local cluster went with the driver
+        left = subprocess.run(["ps", "-o", "pid=,stat=,args=", "-g", str(proc.pid)], capture_output=True,
+                              text=True).stdout
+        left = [line for line in left.splitlines() if line.split()[1][0] != "Z"]
+        if not left:
+            break
+        time.sleep(0.1)
+    assert not left, left

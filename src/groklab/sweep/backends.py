@@ -18,12 +18,14 @@ Ctrl-C. :data:`BACKENDS` names them (`--backend`).
   (`max_retries`) are reported and stored as `failed` — never dropped.
 
 Ctrl-C stops cleanly: pending groups are cancelled, running workers are told to stop (the engine
-marks their runs `stopped` at the last checkpoint), and re-running the sweep resumes them.
+marks their runs `stopped` at the last checkpoint), and re-running the sweep resumes them. So do
+SIGTERM and a closed terminal (SIGHUP), on Ray too (:func:`_driver_signals_kept`).
 """
 from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 import traceback
 from contextlib import ExitStack, contextmanager
@@ -482,6 +484,29 @@ def ray_resources():
 
 
 @contextmanager
+def _driver_signals_kept() -> Iterator[None]:
+    """Around `ray.init` on the driver. Ray replaces the SIGTERM handler with one that exits at
+    once (SystemExit), so a `timeout` or scheduler stop left the sweep's rows `running` (lost):
+    the driver's handler is put back. The local cluster's processes start with SIGHUP ignored
+    (they inherit it): a closed terminal hangs up its whole foreground process group, which
+    killed the raylet and the tasks before the driver could stop them (rows lost again); now only
+    the driver hears it, and stops the tasks like Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():  # only it may set handlers
+        yield
+        return
+    hup = getattr(signal, "SIGHUP", None)  # POSIX only
+    kept = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, hup) if sig is not None}
+    if hup is not None:
+        signal.signal(hup, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        for sig, handler in kept.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+
+
+@contextmanager
 def ray_session(address: str | None = None):
     """Use the running Ray instance, or connect to `address` (None: start a local one) and
     shut it down on exit. Ray is imported here only: it is an optional dependency."""
@@ -494,7 +519,8 @@ def ray_session(address: str | None = None):
         yield ray
         return
     kwargs = {"include_dashboard": False} if address is None else {}
-    ray.init(address=address, log_to_driver=False, **kwargs)
+    with _driver_signals_kept():
+        ray.init(address=address, log_to_driver=False, **kwargs)
     try:
         yield ray
     finally:
@@ -564,11 +590,23 @@ class RayExecutor(Executor):
         return GroupOutcome(g, g.group_id, ids, [r.status for r in results], [r.summary for r in results])
 
     def stop(self) -> None:
-        for ref in self.refs:
-            try:
-                self.ray.cancel(ref, force=True)
-            except Exception:  # noqa: BLE001 - already finished
-                pass
+        # A plain cancel raises KeyboardInterrupt inside a running task: the engine marks its rows
+        # `stopped` at the last checkpoint, as a pool worker's do. Tasks still going after the
+        # grace period (or not started) are killed; their rows stay resumable from the checkpoint.
+        if not self.refs:
+            return
+        _, live = self.ray.wait(self.refs, num_returns=len(self.refs), timeout=0)
+        for ref in live:
+            self._cancel(ref, force=False)
+        _, left = self.ray.wait(live, num_returns=len(live), timeout=STOP_GRACE_S) if live else ([], [])
+        for ref in left:
+            self._cancel(ref, force=True)
+
+    def _cancel(self, ref, force: bool) -> None:
+        try:
+            self.ray.cancel(ref, force=force)
+        except Exception:  # noqa: BLE001 - already finished
+            pass
 
     def close(self) -> None:
         self._session.close()
