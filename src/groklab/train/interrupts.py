@@ -34,4 +34,7 @@ def deferred_interrupts() -> Iterator[None]:
         for s, handler in previous.items():
             signal.signal(s, handler)
         if held:
-            signal.raise_signal(held[0])
+            # Called here, not re-sent: where the signal is blocked (a Ray worker blocks SIGINT and
+            # cancels a task by calling the handler, `_thread.interrupt_main`) a re-sent one would
+            # wait forever and the stop would be lost.
+            previous[held[0]](held[0], None)
