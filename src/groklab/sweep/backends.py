@@ -590,9 +590,9 @@ class RayExecutor(Executor):
         return GroupOutcome(g, g.group_id, ids, [r.status for r in results], [r.summary for r in results])
 
     def stop(self) -> None:
-        # A plain cancel raises KeyboardInterrupt inside a running task: the engine marks its rows
-        # `stopped` at the last checkpoint, as a pool worker's do. Tasks still going after the
-        # grace period (or not started) are killed; their rows stay resumable from the checkpoint.
+        # A plain cancel drops a task not yet started and raises KeyboardInterrupt inside a running
+        # one: the engine marks its rows `stopped` at the last checkpoint, as a pool worker's do.
+        # Tasks still going after the grace period are killed (rows resumable from the checkpoint).
         if not self.refs:
             return
         _, live = self.ray.wait(self.refs, num_returns=len(self.refs), timeout=0)
