@@ -208,7 +208,7 @@ def test_ray_worker_killed_retry_resumes_from_checkpoint(tmp_path, monkeypatch):
     _assert_same(_by_name(store)[row["name"]], want[row["name"]])
 
 
-@pytest.mark.parametrize("stop", ["sigterm", "hangup"])
+@pytest.mark.parametrize("stop", ["sigterm", "hangup", "sigterm-storage"])
 def test_stopping_a_ray_sweep_leaves_its_runs_stopped(tmp_path, stop):
     """The driver of a Ray sweep on a local cluster, stopped as `timeout` does (SIGTERM to it) or
     by a closed terminal (SIGHUP to its whole process group): the running tasks mark their runs
@@ -224,24 +224,26 @@ def test_stopping_a_ray_sweep_leaves_its_runs_stopped(tmp_path, stop):
             for a in ("--set", s)]
     src = str(Path(groklab.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    shared = tmp_path / "shared"  # with `--storage`, each group trains into a store of its own there
+    storage = ["--storage", str(shared)] if stop.endswith("storage") else []
     proc = subprocess.Popen([sys.executable, "-m", "groklab", "sweep", "quickstart", "--grid", "data.frac_train=0.3,0.4",
-                             "--name", "rs", "--backend", "ray", "--store", str(root), *sets],
+                             "--name", "rs", "--backend", "ray", "--store", str(root), *storage, *sets],
                             start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     store, deadline = Store(root), time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        rows = store.list(sweep="rs") if store.exists() else []
-        if len(rows) == 2 and all(len(store.metrics(r["id"])) > 2 for r in rows):  # both past a checkpoint
-            break
+    while time.monotonic() < deadline and proc.poll() is None and not _past_a_checkpoint(store, shared if storage else None):
         time.sleep(0.5)
-    if stop == "sigterm":
-        proc.send_signal(signal.SIGTERM)
-    else:
+    if stop == "hangup":
         os.killpg(proc.pid, signal.SIGHUP)
+    else:
+        proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == {"sigterm": 143, "hangup": 129}[stop], err.decode()[-2000:]
+    assert proc.returncode == (129 if stop == "hangup" else 143), err.decode()[-2000:]
     rows = store.list(sweep="rs")
     assert [r["status"] for r in rows] == ["stopped", "stopped"], err.decode()[-2000:]
-    assert all(store.paths.checkpoint(r["group_id"]).exists() for r in rows)
+    if storage:  # the group's own store holds its rows, stopped too, and the checkpoint to resume
+        assert {o["status"] for r in rows for o in Store(shared / r["group_id"]).list()} == {"stopped"}
+    assert all((Store(shared / r["group_id"]) if storage else store).paths.checkpoint(r["group_id"]).exists()
+               for r in rows)
     for _ in range(100):  # the local cluster went with the driver
         left = subprocess.run(["ps", "-o", "pid=,stat=,args=", "-g", str(proc.pid)], capture_output=True,
                               text=True).stdout
@@ -250,3 +252,17 @@ def test_stopping_a_ray_sweep_leaves_its_runs_stopped(tmp_path, stop):
             break
         time.sleep(0.1)
     assert not left, left
+
+
+def _past_a_checkpoint(store: Store, shared: Path | None) -> bool:
+    """Both runs of the Ray sweep `rs` have logged a few evaluations: in the driver's store, or
+    with `--storage` in their groups' own stores under `shared`."""
+    rows = store.list(sweep="rs") if store.exists() else []
+    if len(rows) != 2:
+        return False
+    for r in rows:
+        where = Store(shared / r["group_id"]) if shared is not None else store
+        own = [o for o in where.list() if o["name"] == r["name"]] if where.exists() else []
+        if not own or len(where.metrics(own[0]["id"])) <= 2:
+            return False
+    return True

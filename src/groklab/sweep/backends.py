@@ -546,6 +546,7 @@ class RayExecutor(Executor):
         self.task = self.ray.remote(_ray_train)
         self.local = storage is None and _ray_is_local(self.ray)
         self.refs: list = []
+        self.elsewhere: dict = {}  # ref → group id, for tasks that write a store of their own
 
     def submit(self, group: Group) -> Job:
         if group.group_id is None:  # the driver makes the rows: every attempt trains the same group
@@ -555,6 +556,8 @@ class RayExecutor(Executor):
         opts = dict(num_cpus=1, num_gpus=1 if self.gpu else 0, max_retries=self.max_retries, retry_exceptions=True)
         ref = self.task.options(**opts).remote(root, self.sweep, list(group.cfgs), group.group_id, copy_back)
         self.refs.append(ref)
+        if copy_back:
+            self.elsewhere[ref] = group.group_id
         return Job(group, (ref, copy_back))
 
     def completed(self, jobs: Sequence[Job]) -> Iterator[GroupOutcome]:
@@ -601,6 +604,12 @@ class RayExecutor(Executor):
         _, left = self.ray.wait(live, num_returns=len(live), timeout=STOP_GRACE_S) if live else ([], [])
         for ref in left:
             self._cancel(ref, force=True)
+        # A task with a store of its own (`storage`, a remote cluster) marked its rows there; the
+        # driver's copies, which it updates only when a group ends, are marked here.
+        for gid in self.elsewhere.values():
+            rows = [r for r in self.store.group(gid) if r["status"] == "running"]
+            if rows:
+                self.store.update_runs({r["id"]: ("stopped", r["summary"]) for r in rows})
 
     def _cancel(self, ref, force: bool) -> None:
         try:
