@@ -18,7 +18,7 @@ from groklab.reproduce.verdict import (INCONCLUSIVE, NEEDS_CLUSTER, NEEDS_PROTOC
                                        REPRODUCED, Outcome, combine)
 from groklab.analysis import grokking_metrics
 
-from conftest import TINY_GROK
+from conftest import PROCESSES, TINY_GROK
 
 # ---------------------------------------------------------------- claim files
 
@@ -376,6 +376,29 @@ def test_reproduce_end_to_end_then_reuses_the_store(tmp_path, store):
     assert (tmp_path / "claims-figures" / "tiny.png").stat().st_size > 1000
     text = markdown_table(rows)
     assert "[png](claims-figures/tiny.png)" in text and "| tiny | the wider literature |" in text
+
+
+@PROCESSES
+def test_several_claims_train_together_then_are_judged_in_order(tmp_path, store):
+    """`--all`: the claims' runs go to the workers together (two one-run claims: two workers, where
+    claim by claim each had one), then each claim is judged, in order, as it would be alone."""
+    from groklab.reproduce import reproduce_claims
+
+    claims = []
+    for name, frac in (("one", 0.4), ("two", 0.5)):
+        path = tmp_path / f"{name}.toml"
+        path.write_text(_claim_text(set_=[*TINY_GROK, f"data.frac_train={frac}"]).replace('"tiny"', f'"{name}"'))
+        claims += load_claims([path])
+    plans, done, results = {}, [], []
+    out = reproduce_claims(claims, "quick", store, workers=2,
+                           on_group=lambda claim, group, plan: plans.setdefault(claim.id, plan),
+                           on_done=done.append, on_result=results.append)
+    assert out == results and [r.claim.id for r in out] == ["one", "two"]
+    assert {c: (p.workers, p.n_new) for c, p in plans.items()} == {"one": (2, 1), "two": (2, 1)}
+    assert sorted(o.group.sweep for o in done) == ["claim-one-quick-main", "claim-two-quick-main"]
+    assert all(r.verdict == REPRODUCED and r.new_runs == 1 and len(r.runs) == 1 for r in out), out
+    again = reproduce_claims(claims, "quick", store, workers=2)  # all stored: the same verdicts, nothing trained
+    assert [(r.outcome, r.runs, r.new_runs) for r in again] == [(r.outcome, r.runs, 0) for r in out]
 
 
 def test_cli_list_report_and_bad_input(tmp_path, capsys):

@@ -8,7 +8,8 @@ import pytest
 from groklab import load_config, with_overrides
 from groklab.config import ConfigError
 from groklab.store import Store
-from groklab.sweep import load_spec, expand, parse_grid, plan_sweep, pack_groups, run_key, run_sweep, runs_table
+from groklab.sweep import (load_spec, expand, parse_grid, plan_sweep, pack_groups, run_key, run_sweep, run_sweeps,
+                           runs_table)
 from groklab.sweep.plan import Resources, default_pack, member_bytes, pack_signature, takes_whole_set
 from groklab.train import train
 from groklab.sweep.spec import axis_values
@@ -171,6 +172,32 @@ def test_rerun_skips_finished_runs_without_duplicates(tmp_path):
     assert len(second.plan.done) == 2 and second.plan.groups == [] and second.outcomes == []
     third = run_sweep(tiny_spec(fracs=(0.3, 0.5, 0.7)), store=store, workers=1)  # a grown sweep trains the new point
     assert third.plan.n_new == 1 and len(store.list(sweep="t")) == 3
+
+
+@PROCESSES
+def test_sweeps_of_one_run_each_train_at_once_on_two_workers(tmp_path):
+    """A claim's arms are sweeps of one run each. Executed together, two workers train both at
+    once; planned one by one, each sweep had one group, so one worker, and they ran in turn."""
+    store = Store(tmp_path / "runs")
+    long = ["train.steps=3000", "train.eval_every=500", CPU]
+    a, b = (tiny_spec(name, fracs=(f,), extra=long) for name, f in (("a", 0.3), ("b", 0.5)))
+    ra, rb = run_sweeps([a, b], store=store, workers=2)
+    assert (ra.plan.workers, rb.plan.workers, ra.plan.threads) == (2, 2, 1)
+    assert [len(r.outcomes) for r in (ra, rb)] == [1, 1] and not ra.failed + rb.failed
+    (x,), (y,) = store.list(sweep="a"), store.list(sweep="b")  # each under its own sweep name
+    assert x["status"] == y["status"] == "finished"
+    # at the same time: each began (its rows are made as it starts) before the other ended
+    assert x["created"] < y["updated"] and y["created"] < x["updated"], (x, y)
+    # and with the numbers each sweep gives alone
+    alone = run_sweep(a, store=Store(tmp_path / "alone"), workers=1).outcomes[0].summaries[0]
+    same = lambda s: {k: v for k, v in s.items() if k not in ("wall_seconds", "steps_per_second")}  # noqa: E731
+    assert same(alone) == same(ra.outcomes[0].summaries[0])
+
+
+def test_sweeps_sharing_a_name_train_their_common_runs_once(tmp_path):
+    store = Store(tmp_path / "runs")
+    one, two = run_sweeps([tiny_spec(fracs=(0.3,)), tiny_spec(fracs=(0.3, 0.5))], store=store, workers=1)
+    assert one is two and one.plan.n_runs == 2 and len(store.list(sweep="t")) == 2
 
 
 def ctrl_c_at(at: int, real):

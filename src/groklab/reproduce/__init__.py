@@ -18,7 +18,7 @@ function of the stored metrics only. Protocol groups run in this process whateve
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from ..registry import ConfigError
@@ -28,7 +28,7 @@ from .evidence import Evidence, ProtocolEvidence, collect_group
 from .verdict import INCONCLUSIVE, NEEDS_CLUSTER, NOT_RUN, VERDICTS, Outcome, combine
 
 __all__ = ["Claim", "ClaimResult", "CRITERIA", "STUDIES", "VERDICTS", "check_protocols", "claims_table", "evaluate",
-           "get_claim", "load_claims", "reproduce", "specs", "sweep_name", "validate"]
+           "get_claim", "load_claims", "reproduce", "reproduce_claims", "specs", "sweep_name", "validate"]
 
 
 @dataclass(frozen=True)
@@ -156,15 +156,52 @@ def reproduce(claim: Claim, size: str, store, *, backend: str = "local", workers
     Returns:
         A :class:`ClaimResult`.
     """
+    return reproduce_claims([claim], size, store, backend=backend, workers=workers, overrides=overrides,
+                            cpu_budget=cpu_budget, address=address,
+                            on_group=lambda c, g, plan: on_group(g, plan))[0]
+
+
+def reproduce_claims(claims: list[Claim], size: str, store, *, backend: str = "local", workers: int | None = None,
+                     overrides: tuple[str, ...] = (), cpu_budget: float = 30.0, address: str | None = None,
+                     on_group: Callable[[Claim, str, Any], None] = lambda c, g, plan: None,
+                     on_result: Callable[[ClaimResult], None] = lambda r: None,
+                     on_done: Callable[[Any], None] = lambda outcome: None) -> list[ClaimResult]:
+    """:func:`reproduce` for several claims, their sweep groups all at once over the workers (so
+    `--all` keeps every core busy, not one per claim's group), then each claim's protocol groups
+    and verdict, in order. `on_group(claim, group, plan)` before anything trains; `on_done` with
+    each group's :class:`groklab.sweep.GroupOutcome` as it ends; `on_result` with each verdict. A claim's `seconds` run from the start to its verdict."""
     import time
 
-    from ..sweep import run_sweep
+    from ..sweep import run_sweeps
 
-    if claim.runs and claim.size(size) is None:
-        raise ConfigError(f"claim {claim.id!r} has no {size} size")
     t0 = time.perf_counter()
-    groups = specs(claim, size, overrides)
-    check_protocols(claim, size, overrides)
+    for claim in claims:
+        if claim.runs and claim.size(size) is None:
+            raise ConfigError(f"claim {claim.id!r} has no {size} size")
+    groups = {}
+    for claim in claims:
+        check_protocols(claim, size, overrides)
+        groups[claim.id] = {} if claim.runs and _over_budget(claim, size, cpu_budget, backend) else \
+            specs(claim, size, overrides)
+    names = {spec.name: (claim, group) for claim in claims for group, spec in groups[claim.id].items()}
+    todo = [spec for claim in claims for spec in groups[claim.id].values()]
+    reports = run_sweeps(todo, store=store, backend=backend, workers=workers, address=address,
+                         on_plan=lambda plan: on_group(*names[plan.sweep], plan), on_done=on_done) if todo else []
+    by_name = {rep.spec.name: rep for rep in reports}
+    trained = set()  # a sweep that several claims share counts for the first of them
+    results = []
+    for claim in claims:
+        result = _judge(claim, size, store, overrides, cpu_budget, backend,
+                        [by_name[spec.name] for spec in groups[claim.id].values()], trained)
+        result = replace(result, seconds=time.perf_counter() - t0)
+        on_result(result)
+        results.append(result)
+    return results
+
+
+def _judge(claim: Claim, size: str, store, overrides: tuple[str, ...], cpu_budget: float, backend: str,
+           reports: list, trained: set) -> ClaimResult:
+    """One claim's verdict once its sweeps ran (`reports`): run its protocol groups, then judge."""
     if claim.runs and _over_budget(claim, size, cpu_budget, backend):
         result = evaluate(claim, size, store, overrides)
         if result.verdict != NOT_RUN:
@@ -173,22 +210,23 @@ def reproduce(claim: Claim, size: str, store, *, backend: str = "local", workers
         return ClaimResult(claim, size, Outcome(NEEDS_CLUSTER, f"{size} size is stated at {cost:g} CPU-minutes, "
                                                                f"above --cpu-budget {cpu_budget:g}"), result.runs)
     new = 0
-    for group, spec in groups.items():
-        rep = run_sweep(spec, store=store, backend=backend, workers=workers, address=address,
-                        on_plan=lambda plan, g=group: on_group(g, plan))
-        new += rep.plan.n_new + rep.plan.n_resume
+    for rep in reports:
+        if rep.spec.name not in trained:
+            trained.add(rep.spec.name)
+            new += rep.plan.n_new + rep.plan.n_resume
+    for rep in reports:
         if rep.failed:  # e.g. a data file missing: say so in the row and go on with the next claim
             error = str(rep.failed[0].error or "a run did not finish").strip().splitlines()[-1][:300]
             result = evaluate(claim, size, store, overrides)
-            return ClaimResult(claim, size, Outcome(NOT_RUN, f"{spec.name}: {len(rep.failed)} group(s) failed: "
-                                                             f"{error}"), result.runs, new, time.perf_counter() - t0)
+            return ClaimResult(claim, size, Outcome(NOT_RUN, f"{rep.spec.name}: {len(rep.failed)} group(s) failed: "
+                                                             f"{error}"), result.runs, new)
     for group in claim.protocol_groups:  # in this process: the protocols train through `train()`
         ran = _protocol_group(claim, group, size, store, overrides, train_missing=True)
         new += sum(r.new_runs for r in ran.runs)
         if ran.error:
             break
     result = evaluate(claim, size, store, overrides)
-    return ClaimResult(claim, size, result.outcome, result.runs, new, time.perf_counter() - t0)
+    return ClaimResult(claim, size, result.outcome, result.runs, new)
 
 
 def claims_table(store) -> list[dict]:

@@ -47,7 +47,7 @@ def _print(result, as_json: bool) -> None:
 
 def cmd_reproduce(args) -> int:
     from ..store import Store
-    from . import check_protocols, get_claim, load_claims, reproduce, specs
+    from . import check_protocols, get_claim, load_claims, reproduce_claims, specs
 
     claims = load_claims()
     if args.list:
@@ -76,15 +76,22 @@ def cmd_reproduce(args) -> int:
             specs(claim, size, overrides)
             check_protocols(claim, size, overrides)
 
-    def on_group(group, plan):
+    def on_group(claim, group, plan):
         if not args.json:
             print(f"  {plan.sweep}: {plan.n_runs} run(s): {len(plan.done)} stored, {plan.n_resume} to resume, "
                   f"{plan.n_new} to train", file=sys.stderr)
 
-    for claim in chosen:
-        result = reproduce(claim, size, store, backend=args.backend, workers=args.workers, overrides=overrides,
-                           cpu_budget=args.cpu_budget, address=args.address, on_group=on_group)
-        _print(result, args.json)
+    def on_done(outcome):
+        if not args.json:
+            why = (outcome.error or ", ".join(outcome.statuses)).strip().splitlines() or [""]
+            how = "trained" if outcome.ok else f"did not finish: {why[-1][:200]}"
+            print(f"  {outcome.group.sweep}: {len(outcome.group)} run(s) {how} ({outcome.seconds:.0f} s)",
+                  file=sys.stderr)
+
+    # every chosen claim's runs train together over the workers; verdicts follow in order
+    reproduce_claims(chosen, size, store, backend=args.backend, workers=args.workers, overrides=overrides,
+                     cpu_budget=args.cpu_budget, address=args.address, on_group=on_group, on_done=on_done,
+                     on_result=lambda result: _print(result, args.json))
     return 0
 
 

@@ -14,17 +14,18 @@ From Python::
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from contextlib import ExitStack
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 from .backends import BACKENDS, Executor, GroupOutcome, Job, execute, record_result
-from .plan import Group, Plan, Resources, local_resources, pack_groups, plan_sweep, run_key
+from .plan import Group, Plan, Resources, join_plans, local_resources, pack_groups, plan_sweep, run_key
 from .spec import SweepSpec, expand, list_sweep_presets, load_spec, parse_grid
 from .table import runs_table
 
 __all__ = ["SweepSpec", "load_spec", "parse_grid", "expand", "list_sweep_presets", "Plan", "Group", "Resources",
            "plan_sweep", "pack_groups", "run_key", "local_resources", "execute", "record_result", "GroupOutcome",
-           "runs_table", "run_sweep", "SweepReport", "BACKENDS", "Executor", "Job"]
+           "runs_table", "run_sweep", "run_sweeps", "join_plans", "SweepReport", "BACKENDS", "Executor", "Job"]
 
 
 @dataclass
@@ -68,33 +69,49 @@ def run_sweep(source: str | dict | SweepSpec, *, grid: dict[str, Sequence] | Non
     Returns:
         A :class:`SweepReport`.
     """
-    from ..store import Store
-
     spec = source if isinstance(source, SweepSpec) else load_spec(
         source, grid={k: tuple(v) for k, v in (grid or {}).items()}, overrides=list(overrides), name=name,
         seeds=seeds)
+    return run_sweeps([spec], store=store, backend=backend, pack=pack, workers=workers, address=address,
+                      max_retries=max_retries, storage=storage, dry_run=dry_run, on_plan=on_plan,
+                      on_done=on_done)[0]
+
+
+def run_sweeps(specs: Sequence[SweepSpec], *, store=None, backend: str = "local", pack: int | None = None,
+               workers: int | None = None, address: str | None = None, max_retries: int = 2, storage=None,
+               dry_run: bool = False, on_plan: Callable[[Plan], None] | None = None,
+               on_done: Callable[[GroupOutcome], None] = lambda o: None) -> list[SweepReport]:
+    """Plan several sweeps, each against the store, and execute their groups together
+    (:func:`groklab.sweep.plan.join_plans`): the workers serve every sweep, so sweeps of one run
+    each (a claim's arms) train at once rather than one after the other. Specs that share a name
+    are planned as one sweep (their common runs train once). Arguments as for :func:`run_sweep`;
+    `on_plan` is called with each sweep's plan. Returns one report per spec, in order."""
+    from ..store import Store
+
     st = store if isinstance(store, Store) else Store(store)
-    cfgs = expand(spec)
-    if backend == "ray" and not dry_run:
-        from .backends import ray_resources, ray_session
-        with ray_session(address):
-            plan = plan_sweep(spec.name, cfgs, st, pack=pack, workers=workers, resources=ray_resources(),
-                              threads=1)
-            return _execute(spec, plan, st, backend, on_plan, on_done, address, max_retries, dry_run, storage)
-    plan = plan_sweep(spec.name, cfgs, st, pack=pack, workers=workers)
-    return _execute(spec, plan, st, backend, on_plan, on_done, address, max_retries, dry_run, storage)
-
-
-def _execute(spec, plan, st, backend, on_plan, on_done, address, max_retries, dry_run,
-             storage=None) -> SweepReport:
-    if on_plan is not None:
-        on_plan(plan)
-    report = SweepReport(spec, plan, st)
-    if dry_run:
-        return report
-    t0 = time.perf_counter()
-    report.outcomes = execute(plan, st, backend, on_done, address=address, max_retries=max_retries,
-                              storage=storage)
-    report.seconds = time.perf_counter() - t0
-    return report
-
+    by_name: dict[str, list[SweepSpec]] = {}
+    for spec in specs:
+        by_name.setdefault(spec.name, []).append(spec)
+    cfgs = {name: [c for spec in same for c in expand(spec)] for name, same in by_name.items()}
+    with ExitStack() as stack:
+        options = {}
+        if backend == "ray" and not dry_run:
+            from .backends import ray_resources, ray_session
+            stack.enter_context(ray_session(address))
+            options = {"resources": ray_resources(), "threads": 1}
+        plans = {name: plan_sweep(name, c, st, pack=pack, workers=workers, **options) for name, c in cfgs.items()}
+        joint = join_plans(list(plans.values()), workers)
+        executed = {name: replace(plan, groups=[g for g in joint.groups if g.sweep == name], workers=joint.workers,
+                                  threads=joint.threads) for name, plan in plans.items()}
+        reports = {name: SweepReport(by_name[name][0], plan, st) for name, plan in executed.items()}
+        for plan in executed.values():
+            if on_plan is not None:
+                on_plan(plan)
+        if not dry_run:
+            t0 = time.perf_counter()
+            for outcome in execute(joint, st, backend, on_done, address=address, max_retries=max_retries,
+                                   storage=storage):
+                reports[outcome.group.sweep].outcomes.append(outcome)
+            for report in reports.values():
+                report.seconds = time.perf_counter() - t0
+    return [reports[spec.name] for spec in specs]

@@ -125,8 +125,7 @@ def execute(plan: Plan, store, backend: str = "local", on_done: OnDone = lambda 
 
 # ---------------------------------------------------------------- one group, in any process
 
-def _train_group(root: str, sweep: str, group: Group, device: str | None = None,
-                 worker: "_Worker | None" = None) -> dict:
+def _train_group(root: str, group: Group, device: str | None = None, worker: "_Worker | None" = None) -> dict:
     """Train one group into the store at `root` (in a pool worker, or in this process when
     `worker` is None); a failure is stored against the group's rows and returned."""
     from ..store import Store
@@ -141,10 +140,10 @@ def _train_group(root: str, sweep: str, group: Group, device: str | None = None,
     store = Store(root)
     gid = group.group_id
     if gid is None:  # create the rows here, so a failure can be recorded against them
-        gid, _ = engine.create_group(store, cfgs, sweep)
+        gid, _ = engine.create_group(store, cfgs, group.sweep)
     try:
         with worker.busy() if worker is not None else _nothing():
-            results = train(cfgs, store=store, progress=False, sweep=sweep, group=gid)
+            results = train(cfgs, store=store, progress=False, sweep=group.sweep, group=gid)
     except KeyboardInterrupt:
         if worker is None:
             raise
@@ -178,14 +177,14 @@ class InProcessExecutor(Executor):
     interrupts the group in training (the engine marks its runs `stopped`)."""
 
     def __init__(self, plan: Plan, store, **_):
-        self.root, self.sweep = str(store.paths.root), plan.sweep
+        self.root = str(store.paths.root)
 
     def submit(self, group: Group) -> Job:
         return Job(group)
 
     def completed(self, jobs: Sequence[Job]) -> Iterator[GroupOutcome]:
         for job in jobs:
-            yield _outcome(job.group, _train_group(self.root, self.sweep, job.group))
+            yield _outcome(job.group, _train_group(self.root, job.group))
 
 
 class _Worker:
@@ -244,9 +243,9 @@ def _init_worker(devices, pids) -> None:
     pids.put(os.getpid())
 
 
-def _pool_task(root: str, sweep: str, group: Group) -> dict:
+def _pool_task(root: str, group: Group) -> dict:
     worker = _Worker.current()
-    return _train_group(root, sweep, group, worker.device, worker)
+    return _train_group(root, group, worker.device, worker)
 
 
 class PoolExecutor(Executor):
@@ -256,7 +255,7 @@ class PoolExecutor(Executor):
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
-        self.root, self.sweep = str(store.paths.root), plan.sweep
+        self.root = str(store.paths.root)
         ctx = mp.get_context("spawn")
         devices = None
         if plan.resources.kind == "gpu":  # each worker claims one GPU for its lifetime
@@ -270,7 +269,7 @@ class PoolExecutor(Executor):
         self.broken = False
 
     def submit(self, group: Group) -> Job:
-        job = Job(group, self.pool.submit(_pool_task, self.root, self.sweep, group))
+        job = Job(group, self.pool.submit(_pool_task, self.root, group))
         self.futures.append(job.handle)
         return job
 
@@ -398,14 +397,14 @@ def record_result(store, results, *, sweep: str | None = None, group: str | None
     return ids
 
 
-def _record_failure(store, sweep: str, group: Group, error: str) -> tuple[str, list[int]]:
+def _record_failure(store, group: Group, error: str) -> tuple[str, list[int]]:
     """Store a group that failed on Ray as `failed` rows: reported, and retried next time."""
     if group.group_id is not None:
         rows = store.group(group.group_id)
         store.update_runs({r["id"]: ("failed", {"error": error}) for r in rows})
         return group.group_id, [r["id"] for r in rows]
     from ..train.engine import create_group
-    gid, ids = create_group(store, group.cfgs, sweep)
+    gid, ids = create_group(store, group.cfgs, group.sweep)
     store.update_runs({i: ("failed", {"error": error}) for i in ids})
     return gid, ids
 
@@ -541,7 +540,7 @@ class RayExecutor(Executor):
                  storage: str | Path | None = None, **_):
         self._session = ExitStack()
         self.ray = self._session.enter_context(ray_session(address))
-        self.store, self.sweep, self.max_retries, self.storage = store, plan.sweep, max_retries, storage
+        self.store, self.max_retries, self.storage = store, max_retries, storage
         self.gpu = plan.resources.kind == "gpu"
         self.task = self.ray.remote(_ray_train)
         self.local = storage is None and _ray_is_local(self.ray)
@@ -551,10 +550,10 @@ class RayExecutor(Executor):
     def submit(self, group: Group) -> Job:
         if group.group_id is None:  # the driver makes the rows: every attempt trains the same group
             from ..train.engine import create_group
-            group = replace(group, group_id=create_group(self.store, group.cfgs, self.sweep)[0])
+            group = replace(group, group_id=create_group(self.store, group.cfgs, group.sweep)[0])
         root, copy_back = _ray_root(self.store, self.storage, self.local, group.group_id)
         opts = dict(num_cpus=1, num_gpus=1 if self.gpu else 0, max_retries=self.max_retries, retry_exceptions=True)
-        ref = self.task.options(**opts).remote(root, self.sweep, list(group.cfgs), group.group_id, copy_back)
+        ref = self.task.options(**opts).remote(root, group.sweep, list(group.cfgs), group.group_id, copy_back)
         self.refs.append(ref)
         if copy_back:
             self.elsewhere[ref] = group.group_id
@@ -581,12 +580,12 @@ class RayExecutor(Executor):
         except Exception as e:  # retries exhausted: report and store as failed
             lines = str(e).strip().splitlines()
             err = f"{type(e).__name__}: {lines[-1] if lines else ''} (after {self.max_retries + 1} attempt(s))"
-            gid, ids = _record_failure(self.store, self.sweep, g, err)
+            gid, ids = _record_failure(self.store, g, err)
             return GroupOutcome(g, gid, ids, ["failed"] * len(ids), error=err)
         results = [RunResult(None, c, r["status"], r["summary"], pd.DataFrame(r["metrics"]))
                    for c, r in zip(g.cfgs, out["runs"])]
         if copy_back:
-            ids = record_result(self.store, results, sweep=self.sweep, group=g.group_id,
+            ids = record_result(self.store, results, sweep=g.sweep, group=g.group_id,
                                 checkpoint=out["checkpoint"], env=out["env"])
         else:  # the task wrote the driver's store itself
             ids = [r["id"] for r in self.store.group(g.group_id)]

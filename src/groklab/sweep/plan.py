@@ -39,7 +39,7 @@ from ..config import ConfigError, RunCfg, ensemble_signature, flatten, from_dict
 from ..data.tasks import subset
 from ..store import TERMINAL, trained_elsewhere
 
-__all__ = ["Resources", "Group", "Plan", "plan_sweep", "pack_groups", "run_key", "member_bytes", "default_pack",
+__all__ = ["Resources", "Group", "Plan", "plan_sweep", "join_plans", "pack_groups", "run_key", "member_bytes", "default_pack",
            "local_resources", "takes_whole_set"]
 
 # Fields that say how a run executes, not what it computes: never part of a run's identity.
@@ -188,6 +188,8 @@ class Group:
     cfgs: tuple[RunCfg, ...]
     group_id: str | None = None
     """The stored group to resume; None for a new group."""
+    sweep: str = ""
+    """The sweep its runs are stored under (groups of several sweeps may execute together)."""
 
     @property
     def resume(self) -> bool:
@@ -343,9 +345,30 @@ def plan_sweep(sweep: str, cfgs: Sequence[RunCfg], store=None, *, pack: int | No
     workers = max(1, min(workers or limit, n_groups or 1))
     if threads is None:
         threads = 1 if workers > 1 or res.kind == "gpu" else cfgs[0].train.threads
-    groups = [Group(tuple(_execution(from_dict(RunCfg, r["config"]), threads) for r in store.group(gid)), gid)
+    groups = [Group(tuple(_execution(from_dict(RunCfg, r["config"]), threads) for r in store.group(gid)), gid, sweep)
               for gid in resume_ids]
-    groups += [Group(tuple(_execution(c, threads) for c in g)) for g in new_groups]
+    groups += [Group(tuple(_execution(c, threads) for c in g), sweep=sweep) for g in new_groups]
     return Plan(sweep=sweep, groups=groups, n_runs=len(unique), done=done, busy=busy, pack=pack, workers=workers,
                 resources=res, threads=threads, duplicates=len(cfgs) - len(unique),
                 stale=sum(len(rows) for key, rows in stored.items() if key not in unique))
+
+
+def join_plans(plans: Sequence[Plan], workers: int | None = None) -> Plan:
+    """One plan executing the groups of several sweeps' plans together (each group keeps its sweep),
+    so that workers idle in one sweep take another's groups: a claim's two single-run arms train at
+    once on two cores instead of one after the other. Workers and threads are chosen as
+    :func:`plan_sweep` chooses them, over all the groups. One plan is returned as it is."""
+    if len(plans) == 1:
+        return plans[0]
+    res = plans[0].resources
+    groups = [g for p in plans for g in p.groups]
+    n = max(1, min(workers or (res.gpus if res.kind == "gpu" else res.cpus), len(groups) or 1))
+    if n > 1 or res.kind == "gpu":  # several runs share the machine: one thread each
+        threads, groups = 1, [replace(g, cfgs=tuple(_execution(c, 1) for c in g.cfgs)) for g in groups]
+    else:  # one after another, each group as its own plan set it
+        threads = plans[0].threads
+    return Plan(sweep=", ".join(p.sweep for p in plans), groups=groups,
+                n_runs=sum(p.n_runs for p in plans), done=[r for p in plans for r in p.done],
+                pack=max(p.pack for p in plans), workers=n, resources=res, threads=threads,
+                busy=[r for p in plans for r in p.busy], duplicates=sum(p.duplicates for p in plans),
+                stale=sum(p.stale for p in plans))
