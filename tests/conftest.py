@@ -73,3 +73,44 @@ def member_and_solo(base):
 def store(tmp_path):
     from groklab.store import Store
     return Store(tmp_path / "runs")
+
+
+# How a user stops a command, and the exit code it must then end with (128 + the signal).
+STOPS = {"ctrl-c": 130, "hangup": 129, "sigterm": 143}
+
+
+def stop_command(cmd: list[str], ready, stop: str, *, env=None, wait_s: float = 120) -> tuple[int, str, list[str]]:
+    """Start `cmd` in a session of its own, as a terminal would (SIGINT as a shell leaves it), wait
+    until `ready()` holds (or it exits, or `wait_s`), then stop it: "ctrl-c" and "hangup" (a
+    closed terminal) signal its whole process group, "sigterm" (`timeout`, a scheduler) the
+    command alone. Returns its exit code, its stderr, and the processes of its group still alive
+    10 s after it ended (none, when it took its workers and their helpers with it)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and proc.poll() is None and not ready():
+        time.sleep(0.2)
+    if stop == "sigterm":
+        proc.send_signal(signal.SIGTERM)
+    else:
+        os.killpg(proc.pid, {"ctrl-c": signal.SIGINT, "hangup": signal.SIGHUP}[stop])
+    _, err = proc.communicate(timeout=wait_s)
+    for _ in range(100):
+        left = processes_left(proc.pid)
+        if not left:
+            break
+        time.sleep(0.1)
+    return proc.returncode, err.decode(errors="replace"), left
+
+
+def processes_left(group: int) -> list[str]:
+    """The live processes (pid, state, command) of process group `group`; zombies do not count."""
+    import subprocess
+
+    out = subprocess.run(["ps", "-o", "pid=,stat=,args=", "-g", str(group)], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if line.split()[1][0] != "Z"]

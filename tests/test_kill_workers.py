@@ -19,7 +19,7 @@ from groklab.sweep import expand, load_spec, run_sweep
 from groklab.train import train
 from groklab.train.checkpoint import read_tensors
 
-from conftest import CPU, PROCESSES
+from conftest import CPU, PROCESSES, STOPS, stop_command
 from test_kill_anywhere import SEED, STEPS, VOLATILE, _assert_same, _db
 
 pytestmark = [pytest.mark.skipif(os.name != "posix", reason="POSIX signals"), PROCESSES]
@@ -215,7 +215,6 @@ def test_stopping_a_ray_sweep_leaves_its_runs_stopped(tmp_path, stop):
     `stopped` at the last checkpoint and every Ray process is gone. Before, Ray's own SIGTERM
     handler exited the driver at once, and the hang-up killed the raylet and the tasks with it:
     both left the runs `running` (lost)."""
-    import subprocess
     import sys
 
     pytest.importorskip("ray")
@@ -226,32 +225,22 @@ def test_stopping_a_ray_sweep_leaves_its_runs_stopped(tmp_path, stop):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
     shared = tmp_path / "shared"  # with `--storage`, each group trains into a store of its own there
     storage = ["--storage", str(shared)] if stop.endswith("storage") else []
-    proc = subprocess.Popen([sys.executable, "-m", "groklab", "sweep", "quickstart", "--grid", "data.frac_train=0.3,0.4",
-                             "--name", "rs", "--backend", "ray", "--store", str(root), *storage, *sets],
-                            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    store, deadline = Store(root), time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None and not _past_a_checkpoint(store, shared if storage else None):
-        time.sleep(0.5)
-    if stop == "hangup":
-        os.killpg(proc.pid, signal.SIGHUP)
-    else:
-        proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == (129 if stop == "hangup" else 143), err.decode()[-2000:]
+    cmd = [sys.executable, "-m", "groklab", "sweep", "quickstart", "--grid", "data.frac_train=0.3,0.4", "--name", "rs",
+           "--backend", "ray", "--store", str(root), *storage, *sets]
+    store, how = Store(root), stop.removesuffix("-storage")
+    code, err, left = stop_command(cmd, lambda: _past_a_checkpoint(store, shared if storage else None), how, env=env)
+    assert code == STOPS[how], err[-2000:]
     rows = store.list(sweep="rs")
-    assert [r["status"] for r in rows] == ["stopped", "stopped"], err.decode()[-2000:]
+    assert [r["status"] for r in rows] == ["stopped", "stopped"], err[-2000:]
     if storage:  # the group's own store holds its rows, stopped too, and the checkpoint to resume
         assert {o["status"] for r in rows for o in Store(shared / r["group_id"]).list()} == {"stopped"}
-    assert all((Store(shared / r["group_id"]) if storage else store).paths.checkpoint(r["group_id"]).exists()
-               for r in rows)
-    for _ in range(100):  # the local cluster went with the driver
-        left = subprocess.run(["ps", "-o", "pid=,stat=,args=", "-g", str(proc.pid)], capture_output=True,
-                              text=True).stdout
-        left = [line for line in left.splitlines() if line.split()[1][0] != "Z"]
-        if not left:
-            break
-        time.sleep(0.1)
-    assert not left, left
+    kept = {r["id"]: (Store(shared / r["group_id"]) if storage else store).paths.checkpoint(r["group_id"])
+            for r in rows}
+    assert all(path.exists() for path in kept.values()), (
+        [(r["summary"], store.metrics(r["id"])["step"].tolist()) for r in rows],
+        {i: sorted(p.name for p in path.parent.glob("*")) if path.parent.exists() else None for i, path in kept.items()},
+        err[-3000:])
+    assert not left, left  # the local cluster went with the driver
 
 
 def _past_a_checkpoint(store: Store, shared: Path | None) -> bool:

@@ -14,7 +14,7 @@ from groklab.sweep.plan import Resources, default_pack, member_bytes, pack_signa
 from groklab.train import train
 from groklab.sweep.spec import axis_values
 
-from conftest import CPU, MEMBER_COLS, PROCESSES
+from conftest import CPU, MEMBER_COLS, PROCESSES, STOPS, stop_command
 
 TINY = ["data.p=23", "train.threads=1", "train.steps=60", "train.eval_every=20", "train.batch_size=64",
         "train.early_stop=false"]
@@ -271,11 +271,7 @@ def test_ctrl_c_stops_workers_and_leaves_runs_resumable(tmp_path, stop):
     """Ctrl-C reaches the whole process group; SIGTERM (`timeout`, a scheduler) only the driver,
     which stops its workers. Run as `python -m groklab.cli`, whose stop was once recorded in a second
     copy of the module and reported as an interrupt (exit 130) instead of SIGTERM's 143."""
-    import os
-    import signal
-    import subprocess
     import sys
-    import time
 
     root = tmp_path / "runs"
     # CPU workers: this tests the process pool (a GPU machine would run one in-process worker);
@@ -285,29 +281,18 @@ def test_ctrl_c_stops_workers_and_leaves_runs_resumable(tmp_path, stop):
     cmd = [sys.executable, "-m", "groklab.cli", "sweep", "quickstart", "--grid", "data.frac_train=0.3,0.5,0.7",
            "--name", "cc", "--store", str(root), "--workers", "2", "--pack", "1", *sets]
     # Like a terminal: Ctrl-C reaches the whole process group (driver and workers).
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    store, deadline = Store(root), time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
+    store = Store(root)
+
+    def past_a_checkpoint():
         rows = store.list(sweep="cc") if store.exists() else []
-        if len(rows) == 2 and all(store.metrics(r["id"])["step"].max() > 100 for r in rows):  # past a checkpoint
-            break
-        time.sleep(0.2)
-    if stop == "ctrl-c":
-        os.killpg(proc.pid, signal.SIGINT)
-    else:
-        proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == {"ctrl-c": 130, "sigterm": 143}[stop], err.decode()[-2000:]
-    assert b"resumable" in err and (stop == "ctrl-c" or b"terminated (SIGTERM)" in err)
+        return len(rows) == 2 and all(store.metrics(r["id"])["step"].max() > 100 for r in rows)
+
+    code, err, left = stop_command(cmd, past_a_checkpoint, stop, wait_s=60)
+    assert code == STOPS[stop], err[-2000:]
+    assert "resumable" in err and (stop == "ctrl-c" or "terminated (SIGTERM)" in err)
     rows = store.list(sweep="cc")
     assert len(rows) == 2 and {r["status"] for r in rows} == {"stopped"}
-    for _ in range(50):  # no orphans: workers (and multiprocessing's resource tracker) are gone
-        left = subprocess.run(["ps", "-o", "pid=,args=", "-g", str(proc.pid)], capture_output=True, text=True).stdout
-        if not left.strip():
-            break
-        time.sleep(0.1)
-    assert not left.strip(), left
+    assert not left, left  # no orphans: workers (and multiprocessing's resource tracker) are gone
     spec = load_spec("quickstart", grid={"data.frac_train": (0.3, 0.5, 0.7)}, name="cc",
                      overrides=TINY + ["train.steps=1500", "train.checkpoint_every=50", "train.device=cpu"])
     plan = plan_sweep("cc", expand(spec), store, resources=CPU2, pack=1)  # (resuming itself is tested above)
