@@ -24,8 +24,10 @@ store and is timed end to end, start-up included:
    batched model (the sweep's tail: the first checkpoint after it writes the group once to a
    ledger file, the later ones hold the 6 live members only), with the bytes each writes;
 7. joint: four sweeps of one run each (as a claim's arms, or `reproduce --all`'s claims), run
-   one sweep after another (each plans a single group, so one worker) and executed together
-   (`run_sweeps`: their groups over all the workers); the same runs and results (checked).
+   one sweep after another (each plans a single group, so one worker, on the config's threads)
+   and executed together (`run_sweeps`: their groups over all the workers, one thread each); the
+   same runs and results (checked); with the runs pinned to one thread (as most claims' quick
+   sizes pin them) and on `auto` threads.
 
 Run it alone: another torch process on the same cores distorts every figure.
 """
@@ -161,24 +163,31 @@ def checkpoint_section(quick: bool) -> tuple[float, float]:
     return out["at once"], out["background"]
 
 
-def joint_section(quick: bool) -> tuple[float, float]:
-    """Wall seconds of four one-run sweeps one after another, and executed together."""
-    steps = 1000 if quick else 3000
-    specs = [load_spec({"name": f"arm{i}", "base": "quickstart", "seeds": [0],
-                        "set": ["data.p=23", f"data.frac_train={0.3 + 0.1 * i:.1f}", f"train.steps={steps}",
-                                "train.eval_every=100", "train.batch_size=64", "train.early_stop=false"]})
-             for i in range(4)]
-    print(f"four sweeps of one run each (quickstart at p=23, {steps} steps):", flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        apart = timed("one sweep after another", lambda: [run_sweep(sp, store=Store(f"{tmp}/a")) for sp in specs])
-        together = timed("together (run_sweeps)", lambda: run_sweeps(specs, store=Store(f"{tmp}/b")))
-        final = lambda root: sorted((r["sweep"], r["summary"]["val_loss"]) for r in Store(root).list())  # noqa: E731
-        assert final(f"{tmp}/a") == final(f"{tmp}/b"), "the same runs must give the same results"
-    return apart, together
+def joint_section(quick: bool) -> dict[str, tuple[float, float]]:
+    """Wall seconds of four one-run sweeps one after another, and executed together: with runs on
+    one thread (as most claims' quick sizes pin them) and on `auto` threads."""
+    steps = 1000 if quick else 8000  # long enough that the pool's start-up (~5 s) is not the story
+    out = {}
+    for threads in ("1", "auto"):
+        specs = [load_spec({"name": f"arm{i}", "base": "quickstart", "seeds": [0],
+                            "set": ["data.p=23", f"data.frac_train={0.3 + 0.1 * i:.1f}", f"train.steps={steps}",
+                                    "train.eval_every=100", "train.batch_size=64", "train.early_stop=false",
+                                    f"train.threads={threads}"]})
+                 for i in range(4)]
+        print(f"four sweeps of one run each (quickstart at p=23, {steps} steps, train.threads={threads}):", flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            apart = timed("one sweep after another", lambda: [run_sweep(sp, store=Store(f"{tmp}/a")) for sp in specs])
+            together = timed("together (run_sweeps)", lambda: run_sweeps(specs, store=Store(f"{tmp}/b")))
+            final = lambda root: sorted((r["sweep"], r["summary"]["val_loss"]) for r in Store(root).list())  # noqa: E731
+            assert final(f"{tmp}/a") == final(f"{tmp}/b"), "the same runs must give the same results"
+        out[threads] = (apart, together)
+    return out
 
 
-def report_joint(apart: float, together: float) -> None:
-    print(f"one-run sweeps executed together vs one after another: {apart / together:.2f}x faster")
+def report_joint(times: dict[str, tuple[float, float]]) -> None:
+    for threads, (apart, together) in times.items():
+        print(f"one-run sweeps executed together vs one after another (train.threads={threads}): "
+              f"{apart / together:.2f}x faster")
 
 
 def report_checkpoint(at_once: float, background: float) -> None:
@@ -202,7 +211,7 @@ def main(argv=None) -> int:
     ap.add_argument("--only-joint", action="store_true", help="only section 7")
     args = ap.parse_args(argv)
     if args.only_joint:
-        report_joint(*joint_section(args.quick))
+        report_joint(joint_section(args.quick))
         return 0
     if args.only_checkpoint:
         report_checkpoint(*checkpoint_section(args.quick))
@@ -241,7 +250,7 @@ def main(argv=None) -> int:
     leave, kept = shrink_section(args.quick)
     print(f"packed early-stopping sweep: members leaving vs kept: {kept / leave:.2f}x faster")
     report_checkpoint(*checkpoint_section(args.quick))
-    report_joint(*joint_section(args.quick))
+    report_joint(joint_section(args.quick))
     if "ray" in res:
         print(f"ray vs local: {res['ray'] / res['local']:.2f}x the wall time "
               f"({res['ray'] - res['local']:+.1f} s; {res['ray'] + res['ray_init'] - res['local']:+.1f} s "
