@@ -169,7 +169,8 @@ def reproduce_claims(claims: list[Claim], size: str, store, *, backend: str = "l
     """:func:`reproduce` for several claims, their sweep groups all at once over the workers (so
     `--all` keeps every core busy, not one per claim's group), then each claim's protocol groups
     and verdict, in order. `on_group(claim, group, plan)` before anything trains; `on_done` with
-    each group's :class:`groklab.sweep.GroupOutcome` as it ends; `on_result` with each verdict. A claim's `seconds` run from the start to its verdict."""
+    each group's :class:`groklab.sweep.GroupOutcome` as it ends; `on_result` with each verdict.
+    A claim's `seconds` run from the start to its verdict."""
     import time
 
     from ..sweep import run_sweeps
