@@ -255,3 +255,32 @@ def _past_a_checkpoint(store: Store, shared: Path | None) -> bool:
         if not own or len(where.metrics(own[0]["id"])) <= 2:
             return False
     return True
+
+
+def test_a_stopped_ray_sweep_marks_the_groups_no_task_holds(tmp_path):
+    """One CPU, two groups: one trains, the other waits. A stop cancels the waiting task before it
+    starts; its rows, which the driver made, were left `running` (lost) until the driver marked
+    every row no live task holds `stopped`."""
+    ray = pytest.importorskip("ray")
+    from groklab.sweep.backends import RayExecutor
+    from groklab.sweep.plan import Resources, plan_sweep
+
+    spec = load_spec({"name": "rp", "base": "quickstart", "axes": {"data.frac_train": [0.3, 0.4]},
+                      "set": SET[:-1] + ["train.steps=100000", "train.checkpoint_every=10", CPU]})
+    store = Store(tmp_path / "runs")
+    plan = plan_sweep("rp", expand(spec), store, resources=Resources(1), pack=1, threads=1)
+    assert len(plan.groups) == 2
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        with RayExecutor(plan, store) as executor:
+            for group in plan.groups:
+                executor.submit(group)
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not any(len(store.metrics(r["id"])) > 2 for r in store.list()):
+                time.sleep(0.2)
+            executor.stop()
+    finally:
+        ray.shutdown()
+    rows = store.list(sweep="rp")
+    assert sorted(len(store.metrics(r["id"])) > 2 for r in rows) == [False, True]  # one trained, one waited
+    assert [r["status"] for r in rows] == ["stopped", "stopped"]

@@ -545,7 +545,7 @@ class RayExecutor(Executor):
         self.task = self.ray.remote(_ray_train)
         self.local = storage is None and _ray_is_local(self.ray)
         self.refs: list = []
-        self.elsewhere: dict = {}  # ref → group id, for tasks that write a store of their own
+        self.groups: list[str] = []  # the group ids submitted, whose rows the driver made
 
     def submit(self, group: Group) -> Job:
         if group.group_id is None:  # the driver makes the rows: every attempt trains the same group
@@ -555,8 +555,7 @@ class RayExecutor(Executor):
         opts = dict(num_cpus=1, num_gpus=1 if self.gpu else 0, max_retries=self.max_retries, retry_exceptions=True)
         ref = self.task.options(**opts).remote(root, group.sweep, list(group.cfgs), group.group_id, copy_back)
         self.refs.append(ref)
-        if copy_back:
-            self.elsewhere[ref] = group.group_id
+        self.groups.append(group.group_id)
         return Job(group, (ref, copy_back))
 
     def completed(self, jobs: Sequence[Job]) -> Iterator[GroupOutcome]:
@@ -603,10 +602,13 @@ class RayExecutor(Executor):
         _, left = self.ray.wait(live, num_returns=len(live), timeout=STOP_GRACE_S) if live else ([], [])
         for ref in left:
             self._cancel(ref, force=True)
-        # A task with a store of its own (`storage`, a remote cluster) marked its rows there; the
-        # driver's copies, which it updates only when a group ends, are marked here.
-        for gid in self.elsewhere.values():
-            rows = [r for r in self.store.group(gid) if r["status"] == "running"]
+        # Rows no live task holds are marked here: those of a task cancelled before it started (the
+        # driver made them), of one killed after the grace period, and the driver's copies of the
+        # rows of a task with a store of its own (`storage`, a remote cluster), which marked its
+        # rows there and updates these only when the group ends.
+        from ..store import trained_elsewhere
+        for gid in self.groups:
+            rows = [r for r in self.store.group(gid) if r["status"] == "running" and not trained_elsewhere(r)]
             if rows:
                 self.store.update_runs({r["id"]: ("stopped", r["summary"]) for r in rows})
 
