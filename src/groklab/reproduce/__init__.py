@@ -179,11 +179,11 @@ def reproduce_claims(claims: list[Claim], size: str, store, *, backend: str = "l
     for claim in claims:
         if claim.runs and claim.size(size) is None:
             raise ConfigError(f"claim {claim.id!r} has no {size} size")
+    over = {c.id: bool(c.runs) and _over_budget(c, size, cpu_budget, backend) for c in claims}
     groups = {}
     for claim in claims:
         check_protocols(claim, size, overrides)
-        groups[claim.id] = {} if claim.runs and _over_budget(claim, size, cpu_budget, backend) else \
-            specs(claim, size, overrides)
+        groups[claim.id] = {} if over[claim.id] else specs(claim, size, overrides)
     names = {spec.name: (claim, group) for claim in claims for group, spec in groups[claim.id].items()}
     todo = [spec for claim in claims for spec in groups[claim.id].values()]
     reports = run_sweeps(todo, store=store, backend=backend, workers=workers, address=address,
@@ -192,7 +192,7 @@ def reproduce_claims(claims: list[Claim], size: str, store, *, backend: str = "l
     trained = set()  # a sweep that several claims share counts for the first of them
     results = []
     for claim in claims:
-        result = _judge(claim, size, store, overrides, cpu_budget, backend,
+        result = _judge(claim, size, store, overrides, cpu_budget, over[claim.id],
                         [by_name[spec.name] for spec in groups[claim.id].values()], trained)
         result = replace(result, seconds=time.perf_counter() - t0)
         on_result(result)
@@ -200,10 +200,10 @@ def reproduce_claims(claims: list[Claim], size: str, store, *, backend: str = "l
     return results
 
 
-def _judge(claim: Claim, size: str, store, overrides: tuple[str, ...], cpu_budget: float, backend: str,
+def _judge(claim: Claim, size: str, store, overrides: tuple[str, ...], cpu_budget: float, over_budget: bool,
            reports: list, trained: set) -> ClaimResult:
     """One claim's verdict once its sweeps ran (`reports`): run its protocol groups, then judge."""
-    if claim.runs and _over_budget(claim, size, cpu_budget, backend):
+    if over_budget:
         result = evaluate(claim, size, store, overrides)
         if result.verdict != NOT_RUN:
             return result
