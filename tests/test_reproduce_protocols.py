@@ -227,6 +227,101 @@ def test_a_component_that_misses_its_budget_makes_the_claim_inconclusive(tmp_pat
     assert len(store.list()) == 1                                     # nothing trained past the failed C_gen
 
 
+EFF = """
+study = "mystery"
+[[claims]]
+id = "tiny-eff"
+where = "fig. 6"
+claim = "model efficiency on the quick MLP, shortened"
+check = [{ name = "norm_grows_with_data", group = "main" }]
+[claims.runs.main]
+protocol = "efficiency"
+params = { arch = "mlp", fractions = [0.4, 0.6] }
+set = ["train.steps=1000", "train.device=cpu"]
+[claims.quick]
+cpu_minutes = 0.5
+[claims.full]
+cpu_minutes = 1000
+"""
+
+
+def _overlap(rows_a: list[dict], rows_b: list[dict]) -> bool:
+    """Two sets of runs trained at the same time: each began before the other ended."""
+    return min(r["created"] for r in rows_a) < max(r["updated"] for r in rows_b) and \
+        min(r["created"] for r in rows_b) < max(r["updated"] for r in rows_a)
+
+
+def test_a_protocols_runs_train_as_sweep_groups_on_both_workers_with_the_sequential_figures(tmp_path, store):
+    """The efficiency protocol's four independent runs train as sweep groups on two workers at once
+    (with the hook that logs the correct-class logit), and read exactly as the protocol trained
+    one after another in this process reads them."""
+    from groklab.protocols.efficiency import run_efficiency
+    from groklab.store import Store
+
+    path = tmp_path / "eff.toml"
+    path.write_text(EFF)
+    (claim,) = load_claims([path])
+    plans = []
+    result = reproduce(claim, "quick", store, workers=2, on_group=lambda g, plan: plans.append(plan))
+    assert result.new_runs == 4 and len(result.runs) == 4
+    assert [p.sweep for p in plans] == ["claim-tiny-eff-quick-main"] and plans[0].workers == 2
+    rows = store.list()
+    assert {r["sweep"] for r in rows} == {"claim-tiny-eff-quick-main"} and all(r["status"] == "finished" for r in rows)
+    groups = sorted({r["group_id"] for r in rows})
+    assert len(groups) == 2 and _overlap(*[[r for r in rows if r["group_id"] == g] for g in groups])
+    args = dict(quick=True, overrides=["train.steps=1000", "train.device=cpu", "train.seed=0"])
+    ref = run_efficiency("mlp", (0.4, 0.6), store=Store(tmp_path / "ref"), **args)
+    got = run_efficiency("mlp", (0.4, 0.6), store=store, train_missing=False, **args)  # read back, as the verdict is
+    assert sorted(p.run_id for p in got) == sorted(result.runs)
+    for a, b in zip(got, ref):
+        for key in ("kind", "frac_train", "step", "param_norm", "correct_logit", "train_loss", "val_acc", "reached"):
+            assert getattr(a, key) == getattr(b, key), (b.kind, b.frac_train, key)
+    again = reproduce(claim, "quick", store, workers=2)
+    assert again.new_runs == 0 and again.outcome == result.outcome and len(store.list()) == 4
+
+
+MIX = """
+study = "mystery"
+[[claims]]
+id = "tiny-mix"
+where = "fig. 5"
+claim = "the mixture model with and without a speed gap"
+check = [{ name = "mixture_groks", group = "fast", train_low = 0.1, min_rise = 0.1, level = 0.99 },
+         { name = "losses_fall_together", group = "equal", train_low = 0.1, min_rise = 0.1 }]
+[claims.runs.fast]
+protocol = "mixture"
+params = { arch = "mlp", w_mem2 = 10.0, w_gen2 = 1.0 }
+set = ["train.device=cpu"]
+[claims.runs.equal]
+protocol = "mixture"
+params = { arch = "mlp", w_mem2 = 1.0, w_gen2 = 1.0 }
+set = ["train.device=cpu"]
+[claims.quick]
+cpu_minutes = 1
+[claims.full]
+cpu_minutes = 1000
+"""
+
+
+def test_two_mixtures_train_their_shared_components_once_then_both_mixtures_at_once(tmp_path, store):
+    """The mixture protocol's runs build on each other (C_gen, the C_mem probe, C_mem, the mixture):
+    trained stage by stage as sweep groups, the two groups' common components once, under the first
+    group's sweep, and the two mixtures at the same time on two workers."""
+    path = tmp_path / "mix.toml"
+    path.write_text(MIX)
+    (claim,) = load_claims([path])
+    result = reproduce(claim, "quick", store, workers=2)
+    assert result.verdict == REPRODUCED, result.measured
+    rows = store.list()
+    assert result.new_runs == len(rows) == 5 and all(r["status"] == "finished" for r in rows)
+    mixes = [r for r in rows if r["config"]["model"]["name"] == "mixture"]
+    assert [r["sweep"] for r in rows if r not in mixes] == ["claim-tiny-mix-quick-fast"] * 3
+    assert sorted(r["sweep"] for r in mixes) == ["claim-tiny-mix-quick-equal", "claim-tiny-mix-quick-fast"]
+    assert _overlap([mixes[0]], [mixes[1]])
+    again = reproduce(claim, "quick", store, workers=2)
+    assert again.new_runs == 0 and again.outcome == result.outcome and len(store.list()) == 5
+
+
 def test_cli_bad_override_on_a_protocol_claim_exits_2(tmp_path, capsys):
     fresh = tmp_path / "fresh"
     assert main(["reproduce", "mixture-speed-gap", "--set", "optim.lr=-1", "--store", str(fresh)]) == 2

@@ -200,13 +200,40 @@ def test_sweeps_sharing_a_name_train_their_common_runs_once(tmp_path):
     assert one is two and one.plan.n_runs == 2 and len(store.list(sweep="t")) == 2
 
 
+def test_a_sweep_with_hooks_trains_every_group_with_them_and_a_resumed_group_gets_them_back(tmp_path, monkeypatch):
+    """`SweepSpec.hooks` (how `reproduce` trains a protocol's runs): every run logs the hook's metric,
+    and a group stopped half-way resumes with the hook it started with."""
+    import dataclasses
+
+    import groklab.train as gt
+
+    hook = (("correct_logit", "{}"),)
+    spec = dataclasses.replace(tiny_spec(fracs=(0.3, 0.5), extra=["train.checkpoint_every=20", CPU]), hooks=hook)
+    store = Store(tmp_path / "runs")
+    real = gt.train
+    monkeypatch.setattr(gt, "train", ctrl_c_at(40, real))
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec, store=store, workers=1)
+    monkeypatch.setattr(gt, "train", real)
+    again = run_sweep(spec, store=store, workers=1)
+    assert again.plan.n_resume >= 1 and not again.failed
+    for row in store.list(sweep="t"):
+        m = store.metrics(row["id"])
+        assert row["status"] == "finished" and m["correct_logit"].notna().all(), row["id"]
+        assert m["step"].max() == row["summary"]["steps"]                 # logged past the interruption
+    plain = run_sweep(tiny_spec(fracs=(0.3,), extra=[CPU]), store=Store(tmp_path / "plain"), workers=1)
+    assert "correct_logit" not in Store(tmp_path / "plain").metrics(plain.outcomes[0].run_ids[0]).columns
+    with pytest.raises(ConfigError, match=r"hooks: 'logit' is not a recorded hook; valid: snapshot, correct_logit"):
+        dataclasses.replace(spec, hooks=(("logit", "{}"),))
+
+
 def ctrl_c_at(at: int, real):
     """`train` that a Ctrl-C interrupts at step `at` (after its checkpoints up to there)."""
-    def interrupted(cfgs, **kw):
+    def interrupted(cfgs, hooks=(), **kw):
         def stop(step, state):
             if step >= at:
                 raise KeyboardInterrupt
-        return real(cfgs, hooks=[stop], **kw)
+        return real(cfgs, hooks=[*hooks, stop], **kw)
     return interrupted
 
 

@@ -12,23 +12,36 @@ Every run goes to the store and is found again by its config, so asking twice tr
 """
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from typing import Callable, Literal, Sequence
 
 from ..api import RunRecord, load_run, resume
-from ..config import ConfigError, RunCfg, to_dict, with_overrides
+from ..config import ConfigError, RunCfg, with_overrides
 from ..store import Store, liveness
 
 MemKind = Literal["random", "fit"]
 
 
 class MissingRun(LookupError):
-    """A protocol asked only to read the store (``train_missing=False``) needs a run it lacks."""
+    """A protocol asked only to read the store (``train_missing=False``) needs runs it lacks.
 
-    def __init__(self, cfg: RunCfg):
+    `needs`: (config, hook specs or None) of each run it could say it needs now, so a caller can
+    train them elsewhere (`reproduce` trains them beside the claims' sweeps); None where a hook
+    cannot be rebuilt in another process."""
+
+    def __init__(self, cfg: RunCfg, hooks: Sequence = ()):
+        from .hooks import hook_specs
+
         super().__init__(f"no finished run of {cfg.name!r} ({cfg.description or cfg.model.name}) in the store")
         self.cfg = cfg
+        self.needs: list[tuple[RunCfg, tuple | None]] = [(cfg, hook_specs(hooks))]
+
+    @staticmethod
+    def of(missing: Sequence["MissingRun"]) -> "MissingRun":
+        """The first error, carrying every error's needs."""
+        first = missing[0]
+        first.needs = [need for e in missing for need in e.needs]
+        return first
 
 
 class ComponentError(ConfigError):
@@ -36,13 +49,14 @@ class ComponentError(ConfigError):
 
 
 def _key(cfg: RunCfg | dict) -> str:
-    d = to_dict(cfg) if isinstance(cfg, RunCfg) else dict(cfg)
-    d = {k: v for k, v in d.items() if k not in ("name", "description")}
-    return json.dumps(d, sort_keys=True)
+    """What a run computes (`sweep.plan.run_key`: name, threads, device and the like aside), so a
+    run the sweep machinery trained on a worker (one thread, a named GPU) counts as the protocol's."""
+    from ..sweep.plan import run_key
+    return run_key(cfg)
 
 
 def find_run(cfg: RunCfg, store: Store, accept: Callable[[dict], bool] = lambda row: True) -> RunRecord | None:
-    """The oldest finished run with exactly this config (name and description aside) that `accept`s.
+    """The oldest finished run of this config (what it computes: `_key`) that `accept`s.
 
     The oldest, so a protocol keeps naming the same runs (the mixture's config holds their ids)."""
     row = _first(cfg, store, accept, lambda r: r["status"] == "finished")
@@ -77,7 +91,7 @@ def ensure_run(cfg: RunCfg, store: Store, *, hooks: Sequence = (), progress: boo
     if found is not None:
         return found, True
     if not train_missing:
-        raise MissingRun(cfg)
+        raise MissingRun(cfg, hooks)
     stopped = find_interrupted(cfg, store, accept)
     if stopped is not None:
         (rec,) = resume(stopped, store, progress=progress, hooks=hooks)

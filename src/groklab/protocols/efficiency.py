@@ -21,7 +21,7 @@ from ..api import RunRecord
 from ..config import with_overrides
 from ..store import Store
 from .base import base_config
-from .components import ensure_run, mem_config
+from .components import MissingRun, ensure_run, mem_config
 from .hooks import CorrectLogitHook
 
 
@@ -81,16 +81,22 @@ def run_efficiency(arch: str = "mlp", fractions: Sequence[float] = (0.3, 0.4, 0.
     def has_logit(row: dict) -> bool:  # a run trained without the hook cannot be read
         return "correct_logit" in store.metrics(row["id"]).columns
 
-    points = []
+    points, missing = [], []
     for frac in fractions:
         sized = replace(with_overrides(base, {"data.frac_train": frac}), name=f"{base.name}-f{frac:g}")
         gen = replace(sized, name=f"{sized.name}-Cgen", description="C_gen: generalizing solution (efficiency)")
         mem = mem_config(with_overrides(sized, list(mem_overrides)), "random")
         for kind, cfg in (("C_gen", gen), ("C_mem", mem)):
             hook = CorrectLogitHook(store)  # fresh: it caches the run's data on first use
-            rec, reused = ensure_run(cfg, store, hooks=[hook], progress=progress, accept=has_logit,
-                                     train_missing=train_missing)
+            try:
+                rec, reused = ensure_run(cfg, store, hooks=[hook], progress=progress, accept=has_logit,
+                                         train_missing=train_missing)
+            except MissingRun as e:  # the runs are independent: name every missing one
+                missing.append(e)
+                continue
             points.append(read_point(rec, kind, loss, reused))
+    if missing:
+        raise MissingRun.of(missing)
     return points
 
 

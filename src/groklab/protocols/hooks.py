@@ -174,3 +174,18 @@ class CorrectLogitHook(RecordedHook):
 
 # The hooks `restore_hooks` can rebuild, by `RecordedHook.name`.
 RESUMABLE: dict[str, type[RecordedHook]] = {h.name: h for h in (SnapshotHook, CorrectLogitHook)}
+
+HookSpec = tuple[str, str]
+"""A hook another process can rebuild: (`RecordedHook.name`, its `args()` as canonical JSON)."""
+
+
+def hook_specs(hooks) -> tuple[HookSpec, ...] | None:
+    """The specs of `hooks`, or None when one of them cannot be rebuilt elsewhere (not recorded)."""
+    if any(not isinstance(h, RecordedHook) or h.name not in RESUMABLE for h in hooks):
+        return None
+    return tuple(sorted((h.name, json.dumps(h.args(), sort_keys=True)) for h in hooks))
+
+
+def build_hooks(store: Store, specs: tuple[HookSpec, ...]) -> list:
+    """The hooks `specs` name, built for `store`."""
+    return [RESUMABLE[name](store, **json.loads(args)) for name, args in specs]

@@ -14,7 +14,9 @@ From Python::
 A claim's run groups become sweeps named ``claim-<id>-<size>-<group>`` (so re-running reuses
 finished runs and resumes interrupted ones), or protocol calls (mixture, efficiency, Fourier; see
 :mod:`groklab.reproduce.protocols`) whose runs the protocols find again by config; a verdict is a
-function of the stored metrics only. Protocol groups run in this process whatever the backend.
+function of the stored metrics only. On the local backend the runs a protocol needs train as sweep
+groups beside the claims' sweeps (one stage at a time where they build on each other); on Ray,
+protocol groups run in this process.
 """
 from __future__ import annotations
 
@@ -168,9 +170,12 @@ def reproduce_claims(claims: list[Claim], size: str, store, *, backend: str = "l
                      on_done: Callable[[Any], None] = lambda outcome: None) -> list[ClaimResult]:
     """:func:`reproduce` for several claims, their sweep groups all at once over the workers (so
     `--all` keeps every core busy, not one per claim's group), then each claim's protocol groups
-    and verdict, in order. `on_group(claim, group, plan)` before anything trains; `on_done` with
-    each group's :class:`groklab.sweep.GroupOutcome` as it ends; `on_result` with each verdict.
-    A claim's `seconds` run from the start to its verdict."""
+    and verdict, in order. On the local backend the protocols' runs train as sweep groups too: the
+    runs they need first beside the claims' sweeps, then each next stage's (a mixture's runs build
+    on each other) together, until the protocols find all they need in the store.
+    `on_group(claim, group, plan)` before a sweep trains; `on_done` with each group's
+    :class:`groklab.sweep.GroupOutcome` as it ends; `on_result` with each verdict. A claim's
+    `seconds` run from the start to its verdict."""
     import time
 
     from ..sweep import run_sweeps
@@ -185,24 +190,74 @@ def reproduce_claims(claims: list[Claim], size: str, store, *, backend: str = "l
         check_protocols(claim, size, overrides)
         groups[claim.id] = {} if over[claim.id] else specs(claim, size, overrides)
     names = {spec.name: (claim, group) for claim in claims for group, spec in groups[claim.id].items()}
-    todo = [spec for claim in claims for spec in groups[claim.id].values()]
-    reports = run_sweeps(todo, store=store, backend=backend, workers=workers, address=address,
-                         on_plan=lambda plan: on_group(*names[plan.sweep], plan), on_done=on_done) if todo else []
-    by_name = {rep.spec.name: rep for rep in reports}
-    trained = set()  # a sweep that several claims share counts for the first of them
+    names.update({sweep_name(claim.id, size, group): (claim, group) for claim in claims
+                  for group in claim.protocol_groups})
+    calls = [] if backend != "local" else [(claim, group) for claim in claims if not over[claim.id]
+                                           for group in claim.protocol_groups]
+    calls, needs = _protocol_needs(calls, size, store, overrides)
+    todo = [spec for claim in claims for spec in groups[claim.id].values()] + needs
+    reports: dict[str, list] = {}
+    while todo:
+        for rep in run_sweeps(todo, store=store, backend=backend, workers=workers, address=address,
+                              on_plan=lambda plan: on_group(*names[plan.sweep], plan), on_done=on_done):
+            if all(rep is not r for r in reports.setdefault(rep.spec.name, [])):  # specs of one name share it
+                reports[rep.spec.name].append(rep)
+        calls, todo = _protocol_needs(calls, size, store, overrides)
+    counted = set()  # a sweep that several claims share counts for the first of them
     results = []
     for claim in claims:
-        result = _judge(claim, size, store, overrides, cpu_budget, over[claim.id],
-                        [by_name[spec.name] for spec in groups[claim.id].values()], trained)
+        mine = [*groups[claim.id].values()]
+        own = [rep for spec in mine for rep in reports.get(spec.name, [])]
+        own += [rep for group in claim.protocol_groups for rep in reports.get(sweep_name(claim.id, size, group), [])]
+        result = _judge(claim, size, store, overrides, cpu_budget, over[claim.id], own, counted)
         result = replace(result, seconds=time.perf_counter() - t0)
         on_result(result)
         results.append(result)
     return results
 
 
+def _protocol_needs(calls: list[tuple[Claim, str]], size: str, store, overrides: tuple[str, ...]):
+    """The runs the protocol groups `calls` need next and the store lacks, as one-run sweep specs
+    under the group's sweep name (with the hooks the protocol trains them with), and the calls
+    still waiting for some. A run this store has started in any form (interrupted, training in
+    another process, or finished but refused by the protocol) is left to the protocol itself, which
+    resumes it or trains its own: so a round never trains a run twice, and the rounds end."""
+    from ..config import RunCfg, from_dict
+    from ..protocols.components import ComponentError, MissingRun
+    from ..sweep import SweepSpec
+    from ..sweep.plan import run_key
+
+    if not calls:
+        return [], []
+    started = set()
+    for row in store.list() if store.exists() else []:
+        try:
+            started.add(run_key(from_dict(RunCfg, row["config"])))
+        except ConfigError:  # written by another groklab version
+            continue
+    needs: dict[str, SweepSpec] = {}
+    waiting: list[tuple[Claim, str]] = []
+    for claim, group in calls:
+        params, sets, seeds = claim.protocol_call(group, size)
+        for seed in seeds:
+            try:
+                params.run(store, size == "quick", [*sets, *overrides, f"train.seed={seed}"], False)
+            except MissingRun as e:
+                fresh = [(cfg, hooks) for cfg, hooks in e.needs if hooks is not None and run_key(cfg) not in started]
+                for cfg, hooks in fresh:  # a run two groups need trains once, under the first one's name
+                    needs.setdefault(run_key(cfg), SweepSpec(name=sweep_name(claim.id, size, group), base=cfg,
+                                                             hooks=hooks))
+                if fresh and (claim, group) not in waiting:
+                    waiting.append((claim, group))
+            except ComponentError:  # the verdict reports it
+                continue
+    return waiting, list(needs.values())
+
+
 def _judge(claim: Claim, size: str, store, overrides: tuple[str, ...], cpu_budget: float, over_budget: bool,
-           reports: list, trained: set) -> ClaimResult:
-    """One claim's verdict once its sweeps ran (`reports`): run its protocol groups, then judge."""
+           reports: list, counted: set) -> ClaimResult:
+    """One claim's verdict once its sweeps ran (`reports`, the protocol runs trained as sweeps too):
+    run what its protocol groups still lack, then judge."""
     if over_budget:
         result = evaluate(claim, size, store, overrides)
         if result.verdict != NOT_RUN:
@@ -212,8 +267,8 @@ def _judge(claim: Claim, size: str, store, overrides: tuple[str, ...], cpu_budge
                                                                f"above --cpu-budget {cpu_budget:g}"), result.runs)
     new = 0
     for rep in reports:
-        if rep.spec.name not in trained:
-            trained.add(rep.spec.name)
+        if id(rep) not in counted:
+            counted.add(id(rep))
             new += rep.plan.n_new + rep.plan.n_resume
     for rep in reports:
         if rep.failed:  # e.g. a data file missing: say so in the row and go on with the next claim
@@ -221,7 +276,7 @@ def _judge(claim: Claim, size: str, store, overrides: tuple[str, ...], cpu_budge
             result = evaluate(claim, size, store, overrides)
             return ClaimResult(claim, size, Outcome(NOT_RUN, f"{rep.spec.name}: {len(rep.failed)} group(s) failed: "
                                                              f"{error}"), result.runs, new)
-    for group in claim.protocol_groups:  # in this process: the protocols train through `train()`
+    for group in claim.protocol_groups:  # in this process: whatever the protocols still lack
         ran = _protocol_group(claim, group, size, store, overrides, train_missing=True)
         new += sum(r.new_runs for r in ran.runs)
         if ran.error:

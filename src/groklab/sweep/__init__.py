@@ -99,7 +99,9 @@ def run_sweeps(specs: Sequence[SweepSpec], *, store=None, backend: str = "local"
             from .backends import ray_resources, ray_session
             stack.enter_context(ray_session(address))
             options = {"resources": ray_resources(), "threads": 1}
-        plans = {name: plan_sweep(name, c, st, pack=pack, workers=workers, **options) for name, c in cfgs.items()}
+        hooks = {name: tuple(sorted({h for spec in same for h in spec.hooks})) for name, same in by_name.items()}
+        plans = {name: plan_sweep(name, c, st, pack=pack, workers=workers, hooks=hooks[name], **options)
+                 for name, c in cfgs.items()}
         joint = join_plans(list(plans.values()), workers)
         executed = {name: replace(plan, groups=[g for g in joint.groups if g.sweep == name], workers=joint.workers,
                                   threads=joint.threads) for name, plan in plans.items()}

@@ -128,6 +128,7 @@ def execute(plan: Plan, store, backend: str = "local", on_done: OnDone = lambda 
 def _train_group(root: str, group: Group, device: str | None = None, worker: "_Worker | None" = None) -> dict:
     """Train one group into the store at `root` (in a pool worker, or in this process when
     `worker` is None); a failure is stored against the group's rows and returned."""
+    from ..protocols.hooks import build_hooks, restore_hooks
     from ..store import Store
     from ..train import engine, train  # looked up at call time: tests replace `groklab.train.train`
 
@@ -141,9 +142,10 @@ def _train_group(root: str, group: Group, device: str | None = None, worker: "_W
     gid = group.group_id
     if gid is None:  # create the rows here, so a failure can be recorded against them
         gid, _ = engine.create_group(store, cfgs, group.sweep)
+    hooks = restore_hooks(store, gid) if group.resume else build_hooks(store, group.hooks)
     try:
         with worker.busy() if worker is not None else _nothing():
-            results = train(cfgs, store=store, progress=False, sweep=group.sweep, group=gid)
+            results = train(cfgs, store=store, hooks=hooks, progress=False, sweep=group.sweep, group=gid)
     except KeyboardInterrupt:
         if worker is None:
             raise

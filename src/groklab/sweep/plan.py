@@ -190,6 +190,9 @@ class Group:
     """The stored group to resume; None for a new group."""
     sweep: str = ""
     """The sweep its runs are stored under (groups of several sweeps may execute together)."""
+    hooks: tuple[tuple[str, str], ...] = ()
+    """Hooks a new group trains with, as `protocols.hooks.hook_specs` (a resumed group gets the
+    ones it was started with back from its folder)."""
 
     @property
     def resume(self) -> bool:
@@ -294,7 +297,8 @@ def _execution(cfg: RunCfg, threads: int | str) -> RunCfg:
 
 
 def plan_sweep(sweep: str, cfgs: Sequence[RunCfg], store=None, *, pack: int | None = None,
-               workers: int | None = None, resources: Resources | None = None, threads: int | None = None) -> Plan:
+               workers: int | None = None, resources: Resources | None = None, threads: int | None = None,
+               hooks: tuple[tuple[str, str], ...] = ()) -> Plan:
     """Plan a sweep against what the store already holds.
 
     Args:
@@ -307,6 +311,7 @@ def plan_sweep(sweep: str, cfgs: Sequence[RunCfg], store=None, *, pack: int | No
         resources: what the backend runs on (default: this machine).
         threads: torch threads per run (default: 1 when several workers share the machine,
             else the config's own setting).
+        hooks: hooks every new group trains with (`protocols.hooks.hook_specs`).
     Returns:
         The :class:`Plan`.
     """
@@ -347,7 +352,7 @@ def plan_sweep(sweep: str, cfgs: Sequence[RunCfg], store=None, *, pack: int | No
         threads = 1 if workers > 1 or res.kind == "gpu" else cfgs[0].train.threads
     groups = [Group(tuple(_execution(from_dict(RunCfg, r["config"]), threads) for r in store.group(gid)), gid, sweep)
               for gid in resume_ids]
-    groups += [Group(tuple(_execution(c, threads) for c in g), sweep=sweep) for g in new_groups]
+    groups += [Group(tuple(_execution(c, threads) for c in g), sweep=sweep, hooks=hooks) for g in new_groups]
     return Plan(sweep=sweep, groups=groups, n_runs=len(unique), done=done, busy=busy, pack=pack, workers=workers,
                 resources=res, threads=threads, duplicates=len(cfgs) - len(unique),
                 stale=sum(len(rows) for key, rows in stored.items() if key not in unique))

@@ -59,8 +59,15 @@ class SweepSpec:
     seeds: tuple[int, ...] = ()
     """Seeds crossed with every point (the axis train.seed)."""
     description: str = ""
+    hooks: tuple[tuple[str, str], ...] = ()
+    """Hooks every run trains with (`protocols.hooks.hook_specs`): what a protocol's runs need
+    (snapshots, the correct-class logit) when `reproduce` trains them as sweep groups."""
 
     def __post_init__(self) -> None:
+        from ..protocols.hooks import RESUMABLE
+        for name, _ in self.hooks:
+            if name not in RESUMABLE:
+                raise ConfigError(f"hooks: {name!r} is not a recorded hook; valid: {', '.join(RESUMABLE)}")
         if self.mode not in ("product", "zip"):
             raise ConfigError(f"mode={self.mode!r} must be one of 'product', 'zip'")
         valid = field_paths()
