@@ -27,7 +27,11 @@ store and is timed end to end, start-up included:
    one sweep after another (each plans a single group, so one worker, on the config's threads)
    and executed together (`run_sweeps`: their groups over all the workers, one thread each); the
    same runs and results (checked); with the runs pinned to one thread (as most claims' quick
-   sizes pin them) and on `auto` threads.
+   sizes pin them) and on `auto` threads;
+8. protocol: the `efficiency-norm` claim's runs at its quick size (C_gen and C_mem at four
+   fractions, with the correct-class-logit hook) trained by the protocol in this process, one
+   after another (what `reproduce` did before the twenty-first session, and `groklab efficiency`
+   does), and by `reproduce` as sweep groups over the workers; the same points (checked).
 
 Run it alone: another torch process on the same cores distorts every figure.
 """
@@ -184,6 +188,33 @@ def joint_section(quick: bool) -> dict[str, tuple[float, float]]:
     return out
 
 
+def protocol_section(quick: bool) -> tuple[float, float]:
+    """Wall seconds of a protocol's runs trained in this process, one after another, and by
+    `reproduce` as sweep groups over the workers (section 8)."""
+    from groklab.protocols.efficiency import run_efficiency
+    from groklab.reproduce import get_claim, reproduce
+
+    claim = get_claim("efficiency-norm")
+    params, sets, _ = claim.protocol_call("main", "quick")
+    extra = ("train.steps=1000",) if quick else ()
+    args = dict(quick=True, loss=params.loss, overrides=[*sets, *extra, "train.seed=0"])
+    print(f"efficiency-norm (quick): {2 * len(params.fractions)} runs"
+          + (" of 1 000 steps" if quick else ""), flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        apart = timed("the protocol, one run after another",
+                      lambda: run_efficiency(params.arch, params.fractions, store=Store(f"{tmp}/a"), **args))
+        together = timed("reproduce (sweep groups)", lambda: reproduce(claim, "quick", Store(f"{tmp}/b"), overrides=extra))
+        read = lambda root: [(p.kind, p.frac_train, p.step, p.param_norm, p.correct_logit)  # noqa: E731
+                             for p in run_efficiency(params.arch, params.fractions, store=Store(root),
+                                                     train_missing=False, **args)]
+        assert read(f"{tmp}/a") == read(f"{tmp}/b"), "the same runs must give the same points"
+    return apart, together
+
+
+def report_protocol(apart: float, together: float) -> None:
+    print(f"a protocol's runs as sweep groups vs one after another in the driver: {apart / together:.2f}x faster")
+
+
 def report_joint(times: dict[str, tuple[float, float]]) -> None:
     for threads, (apart, together) in times.items():
         print(f"one-run sweeps executed together vs one after another (train.threads={threads}): "
@@ -209,7 +240,11 @@ def main(argv=None) -> int:
     ap.add_argument("--only-shrink", action="store_true", help="only section 5")
     ap.add_argument("--only-checkpoint", action="store_true", help="only section 6")
     ap.add_argument("--only-joint", action="store_true", help="only section 7")
+    ap.add_argument("--only-protocol", action="store_true", help="only section 8")
     args = ap.parse_args(argv)
+    if args.only_protocol:
+        report_protocol(*protocol_section(args.quick))
+        return 0
     if args.only_joint:
         report_joint(joint_section(args.quick))
         return 0
@@ -251,6 +286,7 @@ def main(argv=None) -> int:
     print(f"packed early-stopping sweep: members leaving vs kept: {kept / leave:.2f}x faster")
     report_checkpoint(*checkpoint_section(args.quick))
     report_joint(joint_section(args.quick))
+    report_protocol(*protocol_section(args.quick))
     if "ray" in res:
         print(f"ray vs local: {res['ray'] / res['local']:.2f}x the wall time "
               f"({res['ray'] - res['local']:+.1f} s; {res['ray'] + res['ray_init'] - res['local']:+.1f} s "

@@ -244,15 +244,19 @@ def test_stopping_a_ray_sweep_leaves_its_runs_stopped(tmp_path, stop):
 
 
 def _past_a_checkpoint(store: Store, shared: Path | None) -> bool:
-    """Both runs of the Ray sweep `rs` have logged a few evaluations: in the driver's store, or
-    with `--storage` in their groups' own stores under `shared`."""
+    """Both runs of the Ray sweep `rs` have logged an evaluation at step 20 or later, so their
+    checkpoints at steps 10 and 20 (`train.checkpoint_every=10`) are due: in the driver's store,
+    or with `--storage` in their groups' own stores under `shared`. Counting evaluations instead
+    was wrong: the log-spaced ones come at steps 0, 1, 2, …, and a stop that arrived before step 10
+    (on a loaded machine) left a run rightly `stopped` without a checkpoint, and the test failing."""
     rows = store.list(sweep="rs") if store.exists() else []
     if len(rows) != 2:
         return False
     for r in rows:
         where = Store(shared / r["group_id"]) if shared is not None else store
         own = [o for o in where.list() if o["name"] == r["name"]] if where.exists() else []
-        if not own or len(where.metrics(own[0]["id"])) <= 2:
+        steps = where.metrics(own[0]["id"]).get("step") if own else None
+        if steps is None or steps.empty or steps.max() < 20:
             return False
     return True
 

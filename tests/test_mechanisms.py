@@ -321,6 +321,7 @@ def _cli(*args):
     (["fourier", "5"], "run 5 is not in the store"),
     (["fourier", "quickstart", "--set", "data.op=x*y"], "data.op='x*y'"),
     (["mixture", "-o", "fig.txt"], "-o 'fig.txt' must end in .png"),
+    (["efficiency", "--workers", "0"], "--workers=0 must be at least 1"),
 ])
 def test_bad_input_exit_2_one_line(tmp_path, args, fragment):
     proc = _cli(*args, "--store", str(tmp_path / "runs"))
@@ -328,6 +329,29 @@ def test_bad_input_exit_2_one_line(tmp_path, args, fragment):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0] and "Traceback" not in proc.stderr
     assert not (tmp_path / "runs" / "groklab.db").exists() or Store(tmp_path / "runs").list() == []
+
+
+def test_efficiency_cli_trains_its_runs_as_sweep_groups_on_both_workers(tmp_path, capsys):
+    """`groklab efficiency`: its four independent runs train as two ensembles on two workers at
+    once (with the correct-class-logit hook), then the protocol reads them; asked again, it trains
+    nothing and prints the same points."""
+    from groklab.cli import main
+
+    args = ["efficiency", "--quick", "--fractions", "0.4,0.6", "--set", "train.steps=1000", "--set", "train.device=cpu",
+            "--workers", "2", "--json", "-q", "-o", str(tmp_path / "eff.png"), "--store", str(tmp_path / "runs")]
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out)
+    rows = Store(tmp_path / "runs").list()
+    assert len(first["points"]) == len(rows) == 4 and {r["sweep"] for r in rows} == {"efficiency-mlp"}
+    assert all(not math.isnan(p["correct_logit"]) for p in first["points"])
+    by_group = {}
+    for r in rows:
+        by_group.setdefault(r["group_id"], []).append(r)
+    a, b = by_group.values()
+    assert min(r["created"] for r in a) < max(r["updated"] for r in b) and \
+        min(r["created"] for r in b) < max(r["updated"] for r in a)             # at the same time
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["points"] == first["points"] and len(Store(tmp_path / "runs").list()) == 4
 
 
 def test_fourier_cli_on_a_stored_run(grokked, tmp_path, capsys):

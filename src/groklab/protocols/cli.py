@@ -5,7 +5,9 @@
     groklab fourier nanda2023 --quick -o fourier.png
     groklab fourier 12 -o fourier.png --json
 
-Every run they need goes to the store and is reused when asked again.
+Every run they need goes to the store and is reused when asked again. The runs train first as
+sweep groups over `--workers` (default: one per core), stage by stage (`protocols.stages`); the
+protocol then finds them all in the store.
 """
 from __future__ import annotations
 
@@ -40,6 +42,25 @@ def _positive(value: float, flag: str) -> float:
     return value
 
 
+def _staged(args, name: str, store, call):
+    """`call(train_missing=True)` once the runs it needs trained as sweep groups over the workers."""
+    import sys
+
+    from .stages import train_stages
+
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers={args.workers} must be at least 1")
+
+    def done(outcome):
+        if not args.quiet:
+            how = "trained" if outcome.ok else f"did not finish: {(outcome.error or '').strip()[-200:]}"
+            print(f"  {outcome.group.sweep}: {len(outcome.group)} run(s) {how} ({outcome.seconds:.0f} s)",
+                  file=sys.stderr)
+
+    train_stages([(name, call)], store, workers=args.workers, on_done=done)
+    return call(True)
+
+
 def cmd_mixture(args) -> int:
     from ..analysis.mech_plots import plot_mixture
     from ..store import Store
@@ -47,8 +68,10 @@ def cmd_mixture(args) -> int:
 
     out = _output(args.output, "mixture.png")
     w_mem2, w_gen2 = _positive(args.w_mem2, "--w-mem2"), _positive(args.w_gen2, "--w-gen2")
-    res = run_mixture(args.arch, w_mem2, w_gen2, store=Store(args.store), quick=args.quick,
-                      overrides=args.set or [], mix_overrides=args.mix_set or [], progress=not args.quiet)
+    store = Store(args.store)
+    res = _staged(args, f"mixture-{args.arch}", store, lambda train_missing: run_mixture(
+        args.arch, w_mem2, w_gen2, store=store, quick=args.quick, overrides=args.set or [],
+        mix_overrides=args.mix_set or [], progress=not args.quiet, train_missing=train_missing))
     plot_mixture(res.mix.metrics, path=out,
                  title=f"mixture of C_mem (run {res.c_mem.run_id}) and C_gen (run {res.c_gen.run_id}), "
                        f"w_m2={w_mem2:g}, w_g2={w_gen2:g} (run {res.mix.run_id})")
@@ -73,8 +96,10 @@ def cmd_efficiency(args) -> int:
     fractions = parse_floats(args.fractions, "--fractions", 0.0, 1.0)
     loss = _positive(args.loss, "--loss")
     mem_set = args.mem_set if args.mem_set is not None else list(MEM_OVERRIDES)
-    points = run_efficiency(args.arch, fractions, store=Store(args.store), quick=args.quick, loss=loss,
-                            overrides=args.set or [], mem_overrides=mem_set, progress=not args.quiet)
+    store = Store(args.store)
+    points = _staged(args, f"efficiency-{args.arch}", store, lambda train_missing: run_efficiency(
+        args.arch, fractions, store=store, quick=args.quick, loss=loss, overrides=args.set or [],
+        mem_overrides=mem_set, progress=not args.quiet, train_missing=train_missing))
     frame = points_frame(points)
     plot_efficiency(frame, path=out, title=f"model efficiency, {args.arch}: read at train loss <= {loss:g}")
     trends = {k: trend(points, k) for k in ("C_mem", "C_gen")}
@@ -101,8 +126,10 @@ def cmd_fourier(args) -> int:
     out = _output(args.output, "fourier.png")
     if args.points < 2:
         raise ConfigError(f"--points={args.points} must be at least 2")
-    res = run_fourier(args.run, store=Store(args.store), quick=args.quick, overrides=args.set or [],
-                      points=args.points, progress=not args.quiet)
+    store = Store(args.store)
+    res = _staged(args, "fourier", store, lambda train_missing: run_fourier(
+        args.run, store=store, quick=args.quick, overrides=args.set or [], points=args.points,
+        progress=not args.quiet, train_missing=train_missing))
     plot_fourier(res.spectrum, res.key_freqs, res.progress, path=out,
                  title=f"run {res.run.run_id}: {res.run.name} (x+y mod {res.p}), {res.snapshots} snapshots")
     s = {**res.summary(), "figure": out}
@@ -123,6 +150,7 @@ def register(add) -> None:
         sp.add_argument("--quick", action="store_true", help="small problem: minutes on 2 CPU cores")
         sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field of the underlying runs")
         sp.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+        sp.add_argument("--workers", type=int, help="parallel workers for the runs (default: one per core)")
 
     sp = add("mixture", cmd_mixture, "mixture model w_mem·C_mem + w_gen·C_gen (mystery study §5.1, fig. 5)")
     sp.add_argument("--arch", default="mlp", choices=list(ARCH_PRESETS), help="architecture of C_mem and C_gen")

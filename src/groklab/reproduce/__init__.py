@@ -100,17 +100,17 @@ def _protocol_group(claim: Claim, group: str, size: str, store, overrides: tuple
     """Run (or, with `train_missing=False`, only read) one protocol group, once per seed."""
     from ..protocols.components import ComponentError, MissingRun
 
-    params, sets, seeds = claim.protocol_call(group, size)
     name = dict(claim.runs)[group].protocol
+    calls = _protocol_calls(claim, group, size, store, overrides)
     runs, missing = [], ""
-    for seed in seeds:
+    for call in calls:
         try:
-            runs.append(params.run(store, size == "quick", [*sets, *overrides, f"train.seed={seed}"], train_missing))
+            runs.append(call(train_missing))
         except MissingRun as e:
             missing = missing or str(e)
         except ComponentError as e:  # a component missed its target within the size's budget
-            return ProtocolEvidence(group, name, len(seeds), tuple(runs), error=f"{group}: {e}")
-    return ProtocolEvidence(group, name, len(seeds), tuple(runs), missing=missing)
+            return ProtocolEvidence(group, name, len(calls), tuple(runs), error=f"{group}: {e}")
+    return ProtocolEvidence(group, name, len(calls), tuple(runs), missing=missing)
 
 
 def evaluate(claim: Claim, size: str, store, overrides: tuple[str, ...] = ()) -> ClaimResult:
@@ -178,7 +178,7 @@ def reproduce_claims(claims: list[Claim], size: str, store, *, backend: str = "l
     `seconds` run from the start to its verdict."""
     import time
 
-    from ..sweep import run_sweeps
+    from ..protocols.stages import train_stages
 
     t0 = time.perf_counter()
     for claim in claims:
@@ -192,23 +192,20 @@ def reproduce_claims(claims: list[Claim], size: str, store, *, backend: str = "l
     names = {spec.name: (claim, group) for claim in claims for group, spec in groups[claim.id].items()}
     names.update({sweep_name(claim.id, size, group): (claim, group) for claim in claims
                   for group in claim.protocol_groups})
-    calls = [] if backend != "local" else [(claim, group) for claim in claims if not over[claim.id]
-                                           for group in claim.protocol_groups]
-    calls, needs = _protocol_needs(calls, size, store, overrides)
-    todo = [spec for claim in claims for spec in groups[claim.id].values()] + needs
+    calls = [] if backend != "local" else [(sweep_name(claim.id, size, group), call) for claim in claims
+                                           if not over[claim.id] for group in claim.protocol_groups
+                                           for call in _protocol_calls(claim, group, size, store, overrides)]
+    first = [spec for claim in claims for spec in groups[claim.id].values()]
     reports: dict[str, list] = {}
-    while todo:
-        for rep in run_sweeps(todo, store=store, backend=backend, workers=workers, address=address,
-                              on_plan=lambda plan: on_group(*names[plan.sweep], plan), on_done=on_done):
-            if all(rep is not r for r in reports.setdefault(rep.spec.name, [])):  # specs of one name share it
-                reports[rep.spec.name].append(rep)
-        calls, todo = _protocol_needs(calls, size, store, overrides)
+    for rep in train_stages(calls, store, first=first, backend=backend, workers=workers, address=address,
+                            on_plan=lambda plan: on_group(*names[plan.sweep], plan), on_done=on_done):
+        reports.setdefault(rep.spec.name, []).append(rep)
     counted = set()  # a sweep that several claims share counts for the first of them
     results = []
     for claim in claims:
-        mine = [*groups[claim.id].values()]
-        own = [rep for spec in mine for rep in reports.get(spec.name, [])]
-        own += [rep for group in claim.protocol_groups for rep in reports.get(sweep_name(claim.id, size, group), [])]
+        mine = [spec.name for spec in groups[claim.id].values()]
+        mine += [sweep_name(claim.id, size, group) for group in claim.protocol_groups]
+        own = [rep for name in mine for rep in reports.get(name, [])]
         result = _judge(claim, size, store, overrides, cpu_budget, over[claim.id], own, counted)
         result = replace(result, seconds=time.perf_counter() - t0)
         on_result(result)
@@ -216,42 +213,11 @@ def reproduce_claims(claims: list[Claim], size: str, store, *, backend: str = "l
     return results
 
 
-def _protocol_needs(calls: list[tuple[Claim, str]], size: str, store, overrides: tuple[str, ...]):
-    """The runs the protocol groups `calls` need next and the store lacks, as one-run sweep specs
-    under the group's sweep name (with the hooks the protocol trains them with), and the calls
-    still waiting for some. A run this store has started in any form (interrupted, training in
-    another process, or finished but refused by the protocol) is left to the protocol itself, which
-    resumes it or trains its own: so a round never trains a run twice, and the rounds end."""
-    from ..config import RunCfg, from_dict
-    from ..protocols.components import ComponentError, MissingRun
-    from ..sweep import SweepSpec
-    from ..sweep.plan import run_key
-
-    if not calls:
-        return [], []
-    started = set()
-    for row in store.list() if store.exists() else []:
-        try:
-            started.add(run_key(from_dict(RunCfg, row["config"])))
-        except ConfigError:  # written by another groklab version
-            continue
-    needs: dict[str, SweepSpec] = {}
-    waiting: list[tuple[Claim, str]] = []
-    for claim, group in calls:
-        params, sets, seeds = claim.protocol_call(group, size)
-        for seed in seeds:
-            try:
-                params.run(store, size == "quick", [*sets, *overrides, f"train.seed={seed}"], False)
-            except MissingRun as e:
-                fresh = [(cfg, hooks) for cfg, hooks in e.needs if hooks is not None and run_key(cfg) not in started]
-                for cfg, hooks in fresh:  # a run two groups need trains once, under the first one's name
-                    needs.setdefault(run_key(cfg), SweepSpec(name=sweep_name(claim.id, size, group), base=cfg,
-                                                             hooks=hooks))
-                if fresh and (claim, group) not in waiting:
-                    waiting.append((claim, group))
-            except ComponentError:  # the verdict reports it
-                continue
-    return waiting, list(needs.values())
+def _protocol_calls(claim: Claim, group: str, size: str, store, overrides: tuple[str, ...]) -> list:
+    """A protocol group's calls `call(train_missing)`, one per seed (see `protocols.stages`)."""
+    params, sets, seeds = claim.protocol_call(group, size)
+    return [lambda train_missing, seed=seed: params.run(store, size == "quick", [*sets, *overrides, f"train.seed={seed}"],
+                                                        train_missing) for seed in seeds]
 
 
 def _judge(claim: Claim, size: str, store, overrides: tuple[str, ...], cpu_budget: float, over_budget: bool,

@@ -68,6 +68,8 @@ def cmd_reproduce(args) -> int:
         return 0
     if bool(args.claim) == bool(args.all):
         raise ConfigError("name one claim ID or --all (or --list, --report); `groklab reproduce --list` shows them")
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers={args.workers} must be at least 1")
     size = "full" if args.full else "quick"
     chosen = claims if args.all else [get_claim(args.claim, claims)]
     overrides = tuple(args.set or ())
