@@ -344,6 +344,8 @@ def test_efficiency_cli_trains_its_runs_as_sweep_groups_on_both_workers(tmp_path
     rows = Store(tmp_path / "runs").list()
     assert len(first["points"]) == len(rows) == 4 and {r["sweep"] for r in rows} == {"efficiency-mlp"}
     assert all(not math.isnan(p["correct_logit"]) for p in first["points"])
+    assert sorted(r["name"] for r in rows) == sorted(f"quickstart-f{f}-{k}" for f in (0.4, 0.6)
+                                                     for k in ("Cgen", "Cmem-random"))  # their roles' names
     by_group = {}
     for r in rows:
         by_group.setdefault(r["group_id"], []).append(r)

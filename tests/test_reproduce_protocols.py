@@ -317,6 +317,9 @@ def test_two_mixtures_train_their_shared_components_once_then_both_mixtures_at_o
     mixes = [r for r in rows if r["config"]["model"]["name"] == "mixture"]
     assert [r["sweep"] for r in rows if r not in mixes] == ["claim-tiny-mix-quick-fast"] * 3
     assert sorted(r["sweep"] for r in mixes) == ["claim-tiny-mix-quick-equal", "claim-tiny-mix-quick-fast"]
+    assert [r["name"] for r in rows if r not in mixes] == ["quickstart-Cgen", "quickstart-Cmem-probe",
+                                                           "quickstart-Cmem-fit"]  # their roles' names
+    assert sorted(r["name"] for r in mixes) == ["mixture-1-1", "mixture-10-1"]
     assert _overlap([mixes[0]], [mixes[1]])
     again = reproduce(claim, "quick", store, workers=2)
     assert again.new_runs == 0 and again.outcome == result.outcome and len(store.list()) == 5

@@ -225,6 +225,8 @@ def test_a_sweep_with_hooks_trains_every_group_with_them_and_a_resumed_group_get
     assert "correct_logit" not in Store(tmp_path / "plain").metrics(plain.outcomes[0].run_ids[0]).columns
     with pytest.raises(ConfigError, match=r"hooks: 'logit' is not a recorded hook; valid: snapshot, correct_logit"):
         dataclasses.replace(spec, hooks=(("logit", "{}"),))
+    with pytest.raises(ConfigError, match=r"run_names='x' must be one of 'sweep', 'base'"):
+        dataclasses.replace(spec, run_names="x")
 
 
 def ctrl_c_at(at: int, real):

@@ -62,7 +62,7 @@ def needs(calls: Sequence[Call], store) -> tuple[list[Call], list]:
         except MissingRun as e:
             fresh = [(cfg, hooks) for cfg, hooks in e.needs if hooks is not None and run_key(cfg) not in started]
             for cfg, hooks in fresh:
-                specs.setdefault(run_key(cfg), SweepSpec(name=name, base=cfg, hooks=hooks))
+                specs.setdefault(run_key(cfg), SweepSpec(name=name, base=cfg, hooks=hooks, run_names="base"))
             if fresh:
                 waiting.append((name, call))
         except ComponentError:  # a component missed its target: the protocol's own call reports it

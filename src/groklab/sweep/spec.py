@@ -62,6 +62,9 @@ class SweepSpec:
     hooks: tuple[tuple[str, str], ...] = ()
     """Hooks every run trains with (`protocols.hooks.hook_specs`): what a protocol's runs need
     (snapshots, the correct-class logit) when `reproduce` trains them as sweep groups."""
+    run_names: str = "sweep"
+    """Runs are named `<sweep>-<point>` (`sweep`), or `<base name>-<point>` (`base`: a protocol's
+    runs keep their role's name, e.g. `quickstart-Cgen`)."""
 
     def __post_init__(self) -> None:
         from ..protocols.hooks import RESUMABLE
@@ -70,6 +73,8 @@ class SweepSpec:
                 raise ConfigError(f"hooks: {name!r} is not a recorded hook; valid: {', '.join(RESUMABLE)}")
         if self.mode not in ("product", "zip"):
             raise ConfigError(f"mode={self.mode!r} must be one of 'product', 'zip'")
+        if self.run_names not in ("sweep", "base"):
+            raise ConfigError(f"run_names={self.run_names!r} must be one of 'sweep', 'base'")
         valid = field_paths()
         for name, values in self.axes.items():
             if name not in valid and not name.startswith(("data.options.", "model.options.")):
@@ -315,7 +320,8 @@ def expand(spec: SweepSpec) -> list[RunCfg]:
         tree = to_dict(spec.base)
         for key, value in point.items():
             set_path(tree, key, value)
-        tree["name"] = f"{spec.name}-{label}" if label else spec.name
+        stem = spec.name if spec.run_names == "sweep" else spec.base.name
+        tree["name"] = f"{stem}-{label}" if label else stem
         try:
             cfgs.append(from_dict(RunCfg, tree))
         except ConfigError as e:
