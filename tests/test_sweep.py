@@ -442,3 +442,13 @@ def test_backends_share_one_executor_interface(tmp_path):
         BACKENDS.remove("counting")
     assert len(submitted) == 2 and not report.failed
     assert [s for o in report.outcomes for s in o.statuses] == ["finished", "finished"]
+
+
+def test_a_group_outcome_reads_as_one_progress_line():
+    """What `reproduce` and the protocol commands print as each group ends."""
+    from groklab.sweep import Group, GroupOutcome
+
+    group = Group(tuple(expand(tiny_spec(fracs=(0.3, 0.5)))), sweep="t")
+    assert GroupOutcome(group, statuses=["finished", "diverged"], seconds=12.4).line() == "  t: 2 run(s) trained (12 s)"
+    failed = GroupOutcome(group, error="Traceback ...\nValueError: no data at /x", seconds=1)
+    assert failed.line() == "  t: 2 run(s) did not finish: ValueError: no data at /x (1 s)"

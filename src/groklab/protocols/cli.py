@@ -51,13 +51,8 @@ def _staged(args, name: str, store, call):
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers={args.workers} must be at least 1")
 
-    def done(outcome):
-        if not args.quiet:
-            how = "trained" if outcome.ok else f"did not finish: {(outcome.error or '').strip()[-200:]}"
-            print(f"  {outcome.group.sweep}: {len(outcome.group)} run(s) {how} ({outcome.seconds:.0f} s)",
-                  file=sys.stderr)
-
-    train_stages([(name, call)], store, workers=args.workers, on_done=done)
+    train_stages([(name, call)], store, workers=args.workers,
+                 on_done=lambda outcome: None if args.quiet else print(outcome.line(), file=sys.stderr))
     return call(True)
 
 

@@ -85,10 +85,7 @@ def cmd_reproduce(args) -> int:
 
     def on_done(outcome):
         if not args.json:
-            why = (outcome.error or ", ".join(outcome.statuses)).strip().splitlines() or [""]
-            how = "trained" if outcome.ok else f"did not finish: {why[-1][:200]}"
-            print(f"  {outcome.group.sweep}: {len(outcome.group)} run(s) {how} ({outcome.seconds:.0f} s)",
-                  file=sys.stderr)
+            print(outcome.line(), file=sys.stderr)
 
     # every chosen claim's runs train together over the workers; verdicts follow in order
     reproduce_claims(chosen, size, store, backend=args.backend, workers=args.workers, overrides=overrides,

@@ -61,6 +61,12 @@ class GroupOutcome:
     def ok(self) -> bool:
         return self.error is None and all(s in TERMINAL for s in self.statuses)
 
+    def line(self) -> str:
+        """One progress line: `<sweep>: N run(s) trained (S s)` or why it did not finish."""
+        why = (self.error or ", ".join(self.statuses)).strip().splitlines() or [""]
+        how = "trained" if self.ok else f"did not finish: {why[-1][:200]}"
+        return f"  {self.group.sweep}: {len(self.group)} run(s) {how} ({self.seconds:.0f} s)"
+
 
 OnDone = Callable[[GroupOutcome], None]
 
