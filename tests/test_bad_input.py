@@ -181,6 +181,8 @@ CORPUS = [
     ("sweep-bad-range", ["sweep", "quickstart", "--grid", "data.frac_train=range:a:b:c"], None, "range"),
     ("sweep-workers", ["sweep", "quickstart", "--grid", "optim.lr=1e-3,2e-3", "--workers", "0"], None,
      "--workers=0 must be at least 1"),
+    ("reproduce-retries", ["reproduce", "quickstart-delay", "--backend", "ray", "--retries", "-1"], None,
+     "--retries=-1 must be at least 0"),
     ("sweep-unknown-key", ["sweep", f"{T}/s.toml"], _write("s.toml", 'base = "quickstart"\nfoo = 1\n'),
      "unknown sweep key"),
     ("sweep-non-utf8", ["sweep", f"{T}/s.toml"], _write("s.toml", b'base = "\xff"\n'), "not UTF-8"),

@@ -322,6 +322,8 @@ def _cli(*args):
     (["fourier", "quickstart", "--set", "data.op=x*y"], "data.op='x*y'"),
     (["mixture", "-o", "fig.txt"], "-o 'fig.txt' must end in .png"),
     (["efficiency", "--workers", "0"], "--workers=0 must be at least 1"),
+    (["mixture", "--backend", "ray", "--retries", "-1"], "--retries=-1 must be at least 0"),
+    (["fourier", "quickstart", "--backend", "slurm"], "invalid choice: 'slurm'"),
 ])
 def test_bad_input_exit_2_one_line(tmp_path, args, fragment):
     proc = _cli(*args, "--store", str(tmp_path / "runs"))

@@ -359,3 +359,40 @@ def test_ray_backend_gives_the_local_verdict(tmp_path, capsys):
     from groklab.store import Store
     (row,) = Store(tmp_path / "ray").list()
     assert row["status"] == "finished" and row["sweep"] == f"claim-tiny-mlp-quick"
+
+
+@PROCESSES
+def test_on_ray_a_protocols_runs_train_as_ray_tasks_and_their_snapshots_come_back(tmp_path, store):
+    """The Fourier protocol's run (it needs log-spaced weight snapshots) trained as a sweep group on
+    a local Ray cluster started here, with `storage`: the task trains in a store of its own and
+    sends its snapshots and `hooks.json` back with the metrics (before, on Ray the protocol trained
+    in this process). The verdict and figures read from the driver's store equal the local ones."""
+    ray = pytest.importorskip("ray")
+    from groklab.protocols.hooks import HOOKS_FILE, list_snapshots
+    from groklab.store import Store
+
+    path = tmp_path / "tiny.toml"
+    path.write_text(PROTO)
+    (claim,) = load_claims([path])
+    short = ("train.steps=1500", "train.device=cpu")
+    local = reproduce(claim, "quick", store, overrides=short, workers=1)
+    remote_store, shared = Store(tmp_path / "ray"), tmp_path / "shared"
+    plans = []
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        remote = reproduce(claim, "quick", remote_store, overrides=short, backend="ray", storage=shared,
+                           on_group=lambda g, plan: plans.append(plan))
+    finally:
+        ray.shutdown()
+    assert [p.sweep for p in plans] == ["claim-tiny-proto-quick-main"] and plans[0].n_new == 1  # a Ray task's group
+    (row,) = remote_store.list()                                      # the protocol trained none of its own
+    assert row["status"] == "finished" and remote.new_runs == 1 and remote.runs == (row["id"],)
+    task_store = Store(shared / row["group_id"])                      # where the task trained
+    assert [r["status"] for r in task_store.list()] == ["finished"]
+    here, there = remote_store.paths.group_dir(row["group_id"]), task_store.paths.group_dir(row["group_id"])
+    steps = [s for s, _ in list_snapshots(remote_store, row["group_id"])]
+    assert len(steps) >= 10 and steps == [s for s, _ in list_snapshots(task_store, row["group_id"])]
+    for name in (HOOKS_FILE, f"snapshots/step-{steps[-1]:08d}.safetensors"):
+        assert (here / name).read_bytes() == (there / name).read_bytes(), name
+    assert remote.verdict == local.verdict and remote.measured == local.measured
+    assert remote.outcome.figures == local.outcome.figures

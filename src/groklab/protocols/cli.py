@@ -46,12 +46,10 @@ def _staged(args, name: str, store, call):
     """`call(train_missing=True)` once the runs it needs trained as sweep groups over the workers."""
     import sys
 
+    from ..sweep.cli import execution_options
     from .stages import train_stages
 
-    if args.workers is not None and args.workers < 1:
-        raise ConfigError(f"--workers={args.workers} must be at least 1")
-
-    train_stages([(name, call)], store, workers=args.workers,
+    train_stages([(name, call)], store, **execution_options(args),
                  on_done=lambda outcome: None if args.quiet else print(outcome.line(), file=sys.stderr))
     return call(True)
 
@@ -139,13 +137,15 @@ def cmd_fourier(args) -> int:
 
 
 def register(add) -> None:
+    from ..sweep.cli import add_execution_args
+
     def common(sp, what: str):
         sp.add_argument("-o", "--output", help=f"figure file (.png, .svg or .pdf; default {what}.png)")
         sp.add_argument("--json", action="store_true", help="print the measured figures as JSON")
         sp.add_argument("--quick", action="store_true", help="small problem: minutes on 2 CPU cores")
         sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field of the underlying runs")
         sp.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-        sp.add_argument("--workers", type=int, help="parallel workers for the runs (default: one per core)")
+        add_execution_args(sp, workers="parallel workers for the runs (default: one per core)")
 
     sp = add("mixture", cmd_mixture, "mixture model w_mem·C_mem + w_gen·C_gen (mystery study §5.1, fig. 5)")
     sp.add_argument("--arch", default="mlp", choices=list(ARCH_PRESETS), help="architecture of C_mem and C_gen")

@@ -12,6 +12,10 @@ another in one process (`benchmarks/bench_sweep.py`, section 8), with the same f
 A run the store has started in any form (interrupted, training in another process, or finished
 but refused by the protocol, e.g. trained without its hook) is left to the protocol, which
 resumes it or trains its own: no round trains a run twice, so the rounds end.
+
+On Ray the rounds share one cluster session, and each run's hooks train with it on the cluster: a
+task writing a store of its own (``storage``, a remote cluster) sends the files its hooks wrote
+(snapshots, ``hooks.json``) back with the metrics and the checkpoint.
 """
 from __future__ import annotations
 
@@ -27,15 +31,21 @@ def train_stages(calls: Sequence[Call], store, *, first: Sequence = (), **option
     """Train what `calls` need, stage by stage, as sweeps named by each call; the sweep specs
     `first` train with the first stage. `options` go to :func:`groklab.sweep.run_sweeps`
     (workers, backend, on_plan, on_done, ...). Returns the sweep reports, one per sweep and stage."""
+    from contextlib import ExitStack
+
     from ..sweep import run_sweeps
+    from ..sweep.backends import ray_session
 
     pending, todo = needs(calls, store)
     todo = [*first, *todo]
     reports: list = []
-    while todo:
-        done = run_sweeps(todo, store=store, **options)
-        reports += {id(r): r for r in done}.values()  # specs sharing a name share one report
-        pending, todo = needs(pending, store)
+    with ExitStack() as stack:
+        if todo and options.get("backend") == "ray" and not options.get("dry_run"):
+            stack.enter_context(ray_session(options.get("address")))  # one session for every round
+        while todo:
+            done = run_sweeps(todo, store=store, **options)
+            reports += {id(r): r for r in done}.values()  # specs sharing a name share one report
+            pending, todo = needs(pending, store)
     return reports
 
 

@@ -14,9 +14,9 @@ From Python::
 A claim's run groups become sweeps named ``claim-<id>-<size>-<group>`` (so re-running reuses
 finished runs and resumes interrupted ones), or protocol calls (mixture, efficiency, Fourier; see
 :mod:`groklab.reproduce.protocols`) whose runs the protocols find again by config; a verdict is a
-function of the stored metrics only. On the local backend the runs a protocol needs train as sweep
-groups beside the claims' sweeps (one stage at a time where they build on each other); on Ray,
-protocol groups run in this process.
+function of the stored metrics only. The runs a protocol needs train as sweep groups beside the
+claims' sweeps, on the local backend's workers or on Ray (one stage at a time where they build on
+each other).
 """
 from __future__ import annotations
 
@@ -143,14 +143,14 @@ def _over_budget(claim: Claim, size: str, cpu_budget: float, backend: str) -> bo
 
 def reproduce(claim: Claim, size: str, store, *, backend: str = "local", workers: int | None = None,
               overrides: tuple[str, ...] = (), cpu_budget: float = 30.0, address: str | None = None,
-              on_group: Callable[[str, Any], None] = lambda g, plan: None) -> ClaimResult:
+              max_retries: int = 2, storage=None, on_group: Callable[[str, Any], None] = lambda g, plan: None) -> ClaimResult:
     """Run (or reuse) what `claim` needs at `size`, then judge it from the store.
 
     Args:
         claim: the claim (see :func:`get_claim`).
         size: ``"quick"`` or ``"full"``.
         store: a :class:`groklab.store.Store`.
-        backend, workers, address: as for :func:`groklab.sweep.run_sweep`.
+        backend, workers, address, max_retries, storage: as for :func:`groklab.sweep.run_sweep`.
         overrides: dotted overrides for every run (they change which runs count).
         cpu_budget: minutes of one core; a size stated above it is not run on a CPU-only local
             backend (verdict ``needs GPU/cluster`` unless the store already holds its runs).
@@ -159,18 +159,19 @@ def reproduce(claim: Claim, size: str, store, *, backend: str = "local", workers
         A :class:`ClaimResult`.
     """
     return reproduce_claims([claim], size, store, backend=backend, workers=workers, overrides=overrides,
-                            cpu_budget=cpu_budget, address=address,
+                            cpu_budget=cpu_budget, address=address, max_retries=max_retries, storage=storage,
                             on_group=lambda c, g, plan: on_group(g, plan))[0]
 
 
 def reproduce_claims(claims: list[Claim], size: str, store, *, backend: str = "local", workers: int | None = None,
                      overrides: tuple[str, ...] = (), cpu_budget: float = 30.0, address: str | None = None,
+                     max_retries: int = 2, storage=None,
                      on_group: Callable[[Claim, str, Any], None] = lambda c, g, plan: None,
                      on_result: Callable[[ClaimResult], None] = lambda r: None,
                      on_done: Callable[[Any], None] = lambda outcome: None) -> list[ClaimResult]:
     """:func:`reproduce` for several claims, their sweep groups all at once over the workers (so
     `--all` keeps every core busy, not one per claim's group), then each claim's protocol groups
-    and verdict, in order. On the local backend the protocols' runs train as sweep groups too: the
+    and verdict, in order. The protocols' runs train as sweep groups too (on either backend): the
     runs they need first beside the claims' sweeps, then each next stage's (a mixture's runs build
     on each other) together, until the protocols find all they need in the store.
     `on_group(claim, group, plan)` before a sweep trains; `on_done` with each group's
@@ -192,13 +193,12 @@ def reproduce_claims(claims: list[Claim], size: str, store, *, backend: str = "l
     names = {spec.name: (claim, group) for claim in claims for group, spec in groups[claim.id].items()}
     names.update({sweep_name(claim.id, size, group): (claim, group) for claim in claims
                   for group in claim.protocol_groups})
-    calls = [] if backend != "local" else [(sweep_name(claim.id, size, group), call) for claim in claims
-                                           if not over[claim.id] for group in claim.protocol_groups
-                                           for call in _protocol_calls(claim, group, size, store, overrides)]
+    calls = [(sweep_name(claim.id, size, group), call) for claim in claims if not over[claim.id]
+             for group in claim.protocol_groups for call in _protocol_calls(claim, group, size, store, overrides)]
     first = [spec for claim in claims for spec in groups[claim.id].values()]
     reports: dict[str, list] = {}
     for rep in train_stages(calls, store, first=first, backend=backend, workers=workers, address=address,
-                            on_plan=lambda plan: on_group(*names[plan.sweep], plan), on_done=on_done):
+                            max_retries=max_retries, storage=storage, on_plan=lambda plan: on_group(*names[plan.sweep], plan), on_done=on_done):
         reports.setdefault(rep.spec.name, []).append(rep)
     counted = set()  # a sweep that several claims share counts for the first of them
     results = []

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from ..registry import ConfigError
+from ..sweep.cli import add_execution_args, execution_options
 
 
 def _clean(v):
@@ -68,8 +69,7 @@ def cmd_reproduce(args) -> int:
         return 0
     if bool(args.claim) == bool(args.all):
         raise ConfigError("name one claim ID or --all (or --list, --report); `groklab reproduce --list` shows them")
-    if args.workers is not None and args.workers < 1:
-        raise ConfigError(f"--workers={args.workers} must be at least 1")
+    execution = execution_options(args)
     size = "full" if args.full else "quick"
     chosen = claims if args.all else [get_claim(args.claim, claims)]
     overrides = tuple(args.set or ())
@@ -88,9 +88,8 @@ def cmd_reproduce(args) -> int:
             print(outcome.line(), file=sys.stderr)
 
     # every chosen claim's runs train together over the workers; verdicts follow in order
-    reproduce_claims(chosen, size, store, backend=args.backend, workers=args.workers, overrides=overrides,
-                     cpu_budget=args.cpu_budget, address=args.address, on_group=on_group, on_done=on_done,
-                     on_result=lambda result: _print(result, args.json))
+    reproduce_claims(chosen, size, store, overrides=overrides, cpu_budget=args.cpu_budget, on_group=on_group,
+                     on_done=on_done, on_result=lambda result: _print(result, args.json), **execution)
     return 0
 
 
@@ -109,9 +108,6 @@ def register(add) -> None:
     sp.add_argument("--no-figures", action="store_true", help="with --report -o: the table only")
     sp.add_argument("--set", action="append", metavar="KEY=VALUE",
                     help="override a field of every run (e.g. data.data_dir=DIR); changes which runs count")
-    from ..sweep.backends import BACKENDS
-    sp.add_argument("--backend", choices=BACKENDS.names(), default="local", help="where runs execute")
-    sp.add_argument("--address", help="Ray cluster address ('auto' joins a running cluster)")
-    sp.add_argument("--workers", type=int, help="parallel workers (default: one per core)")
+    add_execution_args(sp)
     sp.add_argument("--cpu-budget", type=float, default=30.0,
                     help="CPU-minutes above which a size is not run on a CPU-only local backend (default 30)")

@@ -134,7 +134,7 @@ def execute(plan: Plan, store, backend: str = "local", on_done: OnDone = lambda 
 def _train_group(root: str, group: Group, device: str | None = None, worker: "_Worker | None" = None) -> dict:
     """Train one group into the store at `root` (in a pool worker, or in this process when
     `worker` is None); a failure is stored against the group's rows and returned."""
-    from ..protocols.hooks import build_hooks, restore_hooks
+    from ..protocols.hooks import build_hooks
     from ..store import Store
     from ..train import engine, train  # looked up at call time: tests replace `groklab.train.train`
 
@@ -148,7 +148,7 @@ def _train_group(root: str, group: Group, device: str | None = None, worker: "_W
     gid = group.group_id
     if gid is None:  # create the rows here, so a failure can be recorded against them
         gid, _ = engine.create_group(store, cfgs, group.sweep)
-    hooks = restore_hooks(store, gid) if group.resume else build_hooks(store, group.hooks)
+    hooks = build_hooks(store, group_hooks(store, group))
     try:
         with worker.busy() if worker is not None else _nothing():
             results = train(cfgs, store=store, hooks=hooks, progress=False, sweep=group.sweep, group=gid)
@@ -166,6 +166,15 @@ def _train_group(root: str, group: Group, device: str | None = None, worker: "_W
         store.close()
     return {"group_id": gid, "run_ids": [r.run_id for r in results], "statuses": [r.status for r in results],
             "summaries": [r.summary for r in results], "seconds": time.perf_counter() - t0}
+
+
+def group_hooks(store, group: Group) -> tuple:
+    """The hooks `group` trains with, as specs (`protocols.hooks.hook_specs`): a new group's from
+    the plan, a resumed one's from what its folder in `store` records (`hooks.json`)."""
+    from ..protocols.hooks import hook_specs, restore_hooks
+    if group.resume and group.group_id is not None:
+        return hook_specs(restore_hooks(store, group.group_id)) or ()
+    return group.hooks
 
 
 @contextmanager
@@ -364,7 +373,8 @@ def local_executor(plan: Plan, store, **options) -> Executor:
 # ---------------------------------------------------------------- writing results (Ray driver)
 
 def record_result(store, results, *, sweep: str | None = None, group: str | None = None,
-                  checkpoint: bytes | None = None, env: dict | None = None) -> list[int]:
+                  checkpoint: bytes | None = None, env: dict | None = None,
+                  files: dict[str, bytes] | None = None) -> list[int]:
     """Write runs trained elsewhere (e.g. `train(cfgs, store=None)`) into `store`.
 
     Args:
@@ -375,6 +385,8 @@ def record_result(store, results, *, sweep: str | None = None, group: str | None
             creating rows — how a rerun of an interrupted group lands without duplicates.
         checkpoint: the group's checkpoint file contents, stored as the group's checkpoint.
         env: versions/git sha recorded with new rows (default: this process's).
+        files: the group folder's other files (what its hooks wrote: snapshots, `hooks.json`), by
+            path relative to the folder.
     Returns:
         The run ids, in member order.
     """
@@ -397,8 +409,14 @@ def record_result(store, results, *, sweep: str | None = None, group: str | None
                     continue
                 rows.append((run_id, step, key, float(value)))
     store.log_metrics(rows)
+    from ..train.checkpoint import atomic_write, drop_ledgers
+    folder = store.paths.group_dir(group).resolve()
+    for rel, data in sorted((files or {}).items()):
+        path = (folder / rel).resolve()
+        if not path.is_relative_to(folder):  # a task's file list names files inside its group only
+            raise ValueError(f"group {group}: file {rel!r} lies outside the group's folder")
+        atomic_write(path, data, what="group file")
     if checkpoint is not None:
-        from ..train.checkpoint import atomic_write, drop_ledgers
         atomic_write(store.paths.checkpoint(group), checkpoint, what="checkpoint")
         drop_ledgers(store.paths.checkpoint(group))  # a finished group's checkpoint is whole
     store.update_runs({i: (r.status, r.summary) for i, r in zip(ids, results)})
@@ -419,12 +437,15 @@ def _record_failure(store, group: Group, error: str) -> tuple[str, list[int]]:
 
 # ---------------------------------------------------------------- Ray backend
 
-def _ray_train(root: str | None, sweep: str, cfgs: list[RunCfg], gid: str, copy_back: bool) -> dict:
-    """A Ray task: train group `gid` into the store at `root` (None: a throw-away one), resuming
-    the checkpoint an earlier attempt left there; return what the driver needs to report (and,
-    with `copy_back`, to store: metric histories and the checkpoint)."""
+def _ray_train(root: str | None, sweep: str, cfgs: list[RunCfg], gid: str, copy_back: bool,
+               hooks: tuple = ()) -> dict:
+    """A Ray task: train group `gid` with `hooks` (specs) into the store at `root` (None: a
+    throw-away one), resuming the checkpoint an earlier attempt left there; return what the driver
+    needs to report (and, with `copy_back`, to store: metric histories, the checkpoint and the
+    files the hooks wrote in the group's folder)."""
     import tempfile
 
+    from ..protocols.hooks import build_hooks, hook_specs, restore_hooks
     from ..store import Store
     from ..train import train
     from ..train.engine import create_group, environment
@@ -438,13 +459,17 @@ def _ray_train(root: str | None, sweep: str, cfgs: list[RunCfg], gid: str, copy_
     try:
         if not st.group(gid):
             create_group(st, cfgs, sweep, group=gid)
-        results = train(cfgs, store=st, progress=False, sweep=sweep, group=gid)
+        # A group resumed from a store of its own (`storage`) finds its hooks there if the driver's
+        # copy of its folder has none yet (it is copied back when the group ends).
+        hooks = hooks or hook_specs(restore_hooks(st, gid)) or ()
+        results = train(cfgs, store=st, hooks=build_hooks(st, hooks), progress=False, sweep=sweep, group=gid)
         out = {"runs": [{"status": r.status, "summary": r.summary,
                          "metrics": r.metrics.to_dict("records") if copy_back else []} for r in results],
-               "checkpoint": None, "env": environment()}
-        ckpt = st.paths.checkpoint(gid)
-        if copy_back and ckpt.exists():
-            out["checkpoint"] = ckpt.read_bytes()
+               "checkpoint": None, "files": {}, "env": environment()}
+        if copy_back:
+            ckpt = st.paths.checkpoint(gid)
+            out["checkpoint"] = ckpt.read_bytes() if ckpt.exists() else None
+            out["files"] = _hook_files(st.paths.group_dir(gid))
         return out
     finally:
         st.close()
@@ -452,6 +477,14 @@ def _ray_train(root: str | None, sweep: str, cfgs: list[RunCfg], gid: str, copy_
             tmp.cleanup()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _hook_files(folder: Path) -> dict[str, bytes]:
+    """A group folder's files besides its checkpoint (and ledgers): what its hooks wrote."""
+    if not folder.is_dir():
+        return {}
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and not p.name.startswith("checkpoint") and ".tmp" not in p.name}
 
 
 def _raise_interrupt(signum, frame) -> None:
@@ -556,12 +589,14 @@ class RayExecutor(Executor):
         self.groups: list[str] = []  # the group ids submitted, whose rows the driver made
 
     def submit(self, group: Group) -> Job:
+        hooks = group_hooks(self.store, group)  # before the rows exist: a new group's are the plan's
         if group.group_id is None:  # the driver makes the rows: every attempt trains the same group
             from ..train.engine import create_group
             group = replace(group, group_id=create_group(self.store, group.cfgs, group.sweep)[0])
         root, copy_back = _ray_root(self.store, self.storage, self.local, group.group_id)
         opts = dict(num_cpus=1, num_gpus=1 if self.gpu else 0, max_retries=self.max_retries, retry_exceptions=True)
-        ref = self.task.options(**opts).remote(root, group.sweep, list(group.cfgs), group.group_id, copy_back)
+        ref = self.task.options(**opts).remote(root, group.sweep, list(group.cfgs), group.group_id, copy_back,
+                                               hooks)
         self.refs.append(ref)
         self.groups.append(group.group_id)
         return Job(group, (ref, copy_back))
@@ -593,7 +628,7 @@ class RayExecutor(Executor):
                    for c, r in zip(g.cfgs, out["runs"])]
         if copy_back:
             ids = record_result(self.store, results, sweep=g.sweep, group=g.group_id,
-                                checkpoint=out["checkpoint"], env=out["env"])
+                                checkpoint=out["checkpoint"], env=out["env"], files=out["files"])
         else:  # the task wrote the driver's store itself
             ids = [r["id"] for r in self.store.group(g.group_id)]
         return GroupOutcome(g, g.group_id, ids, [r.status for r in results], [r.summary for r in results])

@@ -31,6 +31,31 @@ def _fmt(v: Any) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
+# ---------------------------------------------------------------- where runs train
+
+def add_execution_args(sp, workers: str = "parallel workers (default: one per core; one per GPU)") -> None:
+    """--backend, --address, --workers, --retries, --storage: where a command's runs train (the
+    sweep, reproduce and protocol commands), read back by :func:`execution_options`."""
+    from .backends import BACKENDS
+    sp.add_argument("--backend", choices=BACKENDS.names(), default="local", help="where runs train (default local)")
+    sp.add_argument("--address", help="Ray cluster address ('auto' joins a running cluster; default: start one)")
+    sp.add_argument("--workers", type=int, help=workers)
+    sp.add_argument("--retries", type=int, help="Ray: retries of a failed group (default 2)")
+    sp.add_argument("--storage", help="Ray: a directory every node sees, for checkpoints while groups run, so a "
+                                      "retried group resumes (default: the store, when the cluster is this host)")
+
+
+def execution_options(args) -> dict:
+    """The flags of :func:`add_execution_args` as `run_sweeps` options; a count out of range is a
+    `ConfigError` naming the flag."""
+    for flag, low in (("workers", 1), ("retries", 0)):
+        value = getattr(args, flag)
+        if value is not None and value < low:
+            raise ConfigError(f"--{flag}={value} must be at least {low}")
+    return dict(backend=args.backend, address=args.address, workers=args.workers,
+                max_retries=2 if args.retries is None else args.retries, storage=args.storage)
+
+
 # ---------------------------------------------------------------- groklab sweep
 
 def cmd_sweep(args) -> int:
@@ -45,10 +70,9 @@ def cmd_sweep(args) -> int:
         return 0
     if not args.spec:
         raise ConfigError("give a sweep preset, a sweep TOML file or a run preset with --grid (see --list)")
-    for flag in ("workers", "pack", "retries"):
-        value = getattr(args, flag)
-        if value is not None and value < (0 if flag == "retries" else 1):
-            raise ConfigError(f"--{flag}={value} must be at least {0 if flag == 'retries' else 1}")
+    execution = execution_options(args)
+    if args.pack is not None and args.pack < 1:
+        raise ConfigError(f"--pack={args.pack} must be at least 1")
     spec = load_spec(args.spec, grid=parse_grid(args.grid or []), overrides=args.set or [], name=args.name,
                      seeds=None if args.seeds is None else parse_seeds(args.seeds, "--seeds"), mode=args.mode)
     out = sys.stderr if args.json else sys.stdout
@@ -73,10 +97,8 @@ def cmd_sweep(args) -> int:
     # SIGTERM (a batch scheduler, `timeout`, `kill`) and SIGHUP (a closed terminal) stop as cleanly as
     # Ctrl-C: `groklab.cli.main` turns them into KeyboardInterrupt and remembers which, for the exit code.
     try:
-        report = run_sweep(spec, store=args.store, backend=args.backend, pack=args.pack, workers=args.workers,
-                           address=args.address, max_retries=args.retries if args.retries is not None else 2,
-                           storage=args.storage,
-                           dry_run=args.dry_run, on_plan=on_plan, on_done=on_done)
+        report = run_sweep(spec, store=args.store, pack=args.pack, dry_run=args.dry_run, on_plan=on_plan,
+                           on_done=on_done, **execution)
     except KeyboardInterrupt:
         from ..cli import how_stopped, tell
         how, code = how_stopped()
@@ -235,14 +257,8 @@ def register(add) -> None:
     sp.add_argument("--seeds", help="N (seeds 0..N-1) or a,b,c: crossed with every point")
     sp.add_argument("--mode", choices=("product", "zip"), help="combine axes as a product (default) or zipped")
     sp.add_argument("--name", help="sweep name (default: the spec's); re-running a name resumes it")
-    from .backends import BACKENDS
-    sp.add_argument("--backend", choices=BACKENDS.names(), default="local", help="where to run (default local)")
-    sp.add_argument("--address", help="Ray cluster address ('auto' joins a running cluster; default: start one)")
-    sp.add_argument("--workers", type=int, help="parallel workers (default: one per core; one per GPU)")
+    add_execution_args(sp)
     sp.add_argument("--pack", type=int, help="max runs per vectorized ensemble (default on CPU: the runs dealt evenly over the workers, at most 8 per ensemble; on GPU: by memory)")
-    sp.add_argument("--retries", type=int, help="Ray: retries of a failed group (default 2)")
-    sp.add_argument("--storage", help="Ray: a directory every node sees, for checkpoints while groups run, so a "
-                                      "retried group resumes (default: the store, when the cluster is this host)")
     sp.add_argument("--dry-run", action="store_true", help="print the plan and its groups, train nothing")
     sp.add_argument("--list", action="store_true", help="list sweep presets")
     sp.add_argument("--json", action="store_true", help="print a JSON report at the end (progress on stderr)")
