@@ -17,6 +17,7 @@ from groklab.reproduce.protocols import ProtocolRun
 from groklab.reproduce.verdict import INCONCLUSIVE, NOT_REPRODUCED, NOT_RUN, PARTIAL, REPRODUCED
 
 from conftest import PROCESSES
+from groklab.store import Store
 
 PROTOCOL_CLAIMS = ("mixture-speed-gap", "efficiency-norm", "fourier-key-frequencies")
 
@@ -213,6 +214,32 @@ def test_protocol_claim_end_to_end_then_reuses_the_store(tmp_path, store):
     assert evaluate(claim, "full", store).verdict == NOT_RUN          # the full size's runs are other runs
 
 
+def test_a_finished_run_the_protocol_refuses_is_trained_again_as_a_sweep_group(tmp_path, store):
+    """A finished run of the Fourier protocol's config trained without its snapshot hook (as
+    `groklab run` would) is refused by the protocol; `reproduce` trains the run it needs as a sweep
+    group with the hook (before: the protocol trained it in this process, outside the workers)."""
+    from groklab.protocols.components import MissingRun
+    from groklab.reproduce import _protocol_calls
+    from groklab.train import train
+
+    path = tmp_path / "tiny.toml"
+    path.write_text(PROTO)
+    (claim,) = load_claims([path])
+    short = ("train.steps=1500", "train.device=cpu")
+    (call,) = _protocol_calls(claim, "main", "quick", store, short)
+    with pytest.raises(MissingRun) as missing:
+        call(False)
+    (plain,) = train(missing.value.cfg, store=store, progress=False)  # no hook: no snapshots
+    plans = []
+    result = reproduce(claim, "quick", store, overrides=short, workers=2, on_group=lambda g, plan: plans.append(plan))
+    assert [(p.sweep, p.n_new) for p in plans] == [("claim-tiny-proto-quick-main", 1)]
+    rows = store.list()
+    assert len(rows) == 2 and result.new_runs == 1
+    (mine,) = [r for r in rows if r["id"] != plain.run_id]
+    assert mine["sweep"] == "claim-tiny-proto-quick-main" and result.runs == (mine["id"],)
+    assert f"{result.outcome.figures['seeds'][0]['n_keys']} key frequencies of 23" in result.measured
+
+
 def test_a_component_that_misses_its_budget_makes_the_claim_inconclusive(tmp_path, store):
     text = (PROTO.replace('check = [{ name = "fourier_progress", group = "main" }]',
                           'check = [{ name = "mixture_groks", group = "main" }]')
@@ -278,6 +305,40 @@ def test_a_protocols_runs_train_as_sweep_groups_on_both_workers_with_the_sequent
             assert getattr(a, key) == getattr(b, key), (b.kind, b.frac_train, key)
     again = reproduce(claim, "quick", store, workers=2)
     assert again.new_runs == 0 and again.outcome == result.outcome and len(store.list()) == 4
+
+
+def test_an_interrupted_protocol_stage_resumes_its_groups_on_the_workers(tmp_path, store, monkeypatch):
+    """Ctrl-C while the efficiency protocol's four runs train as one sweep group leaves them
+    `stopped`. Asked again, `reproduce` resumes that group from its checkpoint on the workers (the
+    same rows, their hook restored), where the protocol alone would have trained four new runs one
+    after another in this process (it resumes only solo runs). The figures equal an uninterrupted
+    reproduction's."""
+    import groklab.train as gt
+
+    path = tmp_path / "eff.toml"
+    path.write_text(EFF)
+    (claim,) = load_claims([path])
+    ref = reproduce(claim, "quick", Store(tmp_path / "ref"), workers=2)
+    real = gt.train
+
+    def stopped_at_400(cfgs, hooks=(), **kw):
+        def ctrl_c(step, state):
+            if step >= 400:
+                raise KeyboardInterrupt
+        return real(cfgs, hooks=[*hooks, ctrl_c], **kw)
+
+    monkeypatch.setattr(gt, "train", stopped_at_400)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce(claim, "quick", store, workers=1)
+    monkeypatch.setattr(gt, "train", real)
+    before = store.list()
+    assert len(before) == 4 and {r["status"] for r in before} == {"stopped"} and len({r["group_id"] for r in before}) == 1
+    plans = []
+    again = reproduce(claim, "quick", store, workers=2, on_group=lambda g, plan: plans.append(plan))
+    assert [(p.n_resume, p.n_new, len(p.groups)) for p in plans] == [(4, 0, 1)]  # the stopped group, resumed
+    after = store.list()
+    assert [r["id"] for r in after] == [r["id"] for r in before] and {r["status"] for r in after} == {"finished"}
+    assert again.verdict == ref.verdict and again.outcome.figures == ref.outcome.figures
 
 
 MIX = """
@@ -358,7 +419,7 @@ def test_ray_backend_gives_the_local_verdict(tmp_path, capsys):
         assert remote[key] == local[key], key
     from groklab.store import Store
     (row,) = Store(tmp_path / "ray").list()
-    assert row["status"] == "finished" and row["sweep"] == f"claim-tiny-mlp-quick"
+    assert row["status"] == "finished" and row["sweep"] == "claim-tiny-mlp-quick"
 
 
 @PROCESSES

@@ -198,7 +198,8 @@ def reproduce_claims(claims: list[Claim], size: str, store, *, backend: str = "l
     first = [spec for claim in claims for spec in groups[claim.id].values()]
     reports: dict[str, list] = {}
     for rep in train_stages(calls, store, first=first, backend=backend, workers=workers, address=address,
-                            max_retries=max_retries, storage=storage, on_plan=lambda plan: on_group(*names[plan.sweep], plan), on_done=on_done):
+                            max_retries=max_retries, storage=storage, on_done=on_done,
+                            on_plan=lambda plan: plan.sweep in names and on_group(*names[plan.sweep], plan)):
         reports.setdefault(rep.spec.name, []).append(rep)
     counted = set()  # a sweep that several claims share counts for the first of them
     results = []
