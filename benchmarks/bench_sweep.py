@@ -31,7 +31,8 @@ store and is timed end to end, start-up included:
 8. protocol: the `efficiency-norm` claim's runs at its quick size (C_gen and C_mem at four
    fractions, with the correct-class-logit hook) trained by the protocol in this process, one
    after another (what `reproduce` did before the twenty-first session, and `groklab efficiency`
-   does), and by `reproduce` as sweep groups over the workers; the same points (checked).
+   does), and by `reproduce` as sweep groups over the workers, and (unless --no-ray) over a local
+   Ray cluster's tasks (started before the clock); the same points (checked).
 
 Run it alone: another torch process on the same cores distorts every figure.
 """
@@ -188,9 +189,9 @@ def joint_section(quick: bool) -> dict[str, tuple[float, float]]:
     return out
 
 
-def protocol_section(quick: bool) -> tuple[float, float]:
-    """Wall seconds of a protocol's runs trained in this process, one after another, and by
-    `reproduce` as sweep groups over the workers (section 8)."""
+def protocol_section(quick: bool, ray: bool = True) -> tuple[float, float, float | None]:
+    """Wall seconds of a protocol's runs trained in this process, one after another, by
+    `reproduce` as sweep groups over the workers, and by `reproduce` on Ray (section 8)."""
     from groklab.protocols.efficiency import run_efficiency
     from groklab.reproduce import get_claim, reproduce
 
@@ -204,15 +205,27 @@ def protocol_section(quick: bool) -> tuple[float, float]:
         apart = timed("the protocol, one run after another",
                       lambda: run_efficiency(params.arch, params.fractions, store=Store(f"{tmp}/a"), **args))
         together = timed("reproduce (sweep groups)", lambda: reproduce(claim, "quick", Store(f"{tmp}/b"), overrides=extra))
+        on_ray = None
+        if ray:
+            import ray as ray_
+            ray_.init(num_cpus=cpu_count(), include_dashboard=False, log_to_driver=False)
+            try:
+                on_ray = timed("reproduce --backend ray (tasks)", lambda: reproduce(
+                    claim, "quick", Store(f"{tmp}/c"), overrides=extra, backend="ray", storage=f"{tmp}/shared"))
+            finally:
+                ray_.shutdown()
         read = lambda root: [(p.kind, p.frac_train, p.step, p.param_norm, p.correct_logit)  # noqa: E731
                              for p in run_efficiency(params.arch, params.fractions, store=Store(root),
                                                      train_missing=False, **args)]
-        assert read(f"{tmp}/a") == read(f"{tmp}/b"), "the same runs must give the same points"
-    return apart, together
+        for other in ("b", "c") if ray else ("b",):
+            assert read(f"{tmp}/a") == read(f"{tmp}/{other}"), "the same runs must give the same points"
+    return apart, together, on_ray
 
 
-def report_protocol(apart: float, together: float) -> None:
+def report_protocol(apart: float, together: float, on_ray: float | None) -> None:
     print(f"a protocol's runs as sweep groups vs one after another in the driver: {apart / together:.2f}x faster")
+    if on_ray is not None:
+        print(f"a protocol's runs as Ray tasks vs one after another in the driver: {apart / on_ray:.2f}x faster")
 
 
 def report_joint(times: dict[str, tuple[float, float]]) -> None:
@@ -243,7 +256,7 @@ def main(argv=None) -> int:
     ap.add_argument("--only-protocol", action="store_true", help="only section 8")
     args = ap.parse_args(argv)
     if args.only_protocol:
-        report_protocol(*protocol_section(args.quick))
+        report_protocol(*protocol_section(args.quick, not args.no_ray))
         return 0
     if args.only_joint:
         report_joint(joint_section(args.quick))
@@ -286,7 +299,7 @@ def main(argv=None) -> int:
     print(f"packed early-stopping sweep: members leaving vs kept: {kept / leave:.2f}x faster")
     report_checkpoint(*checkpoint_section(args.quick))
     report_joint(joint_section(args.quick))
-    report_protocol(*protocol_section(args.quick))
+    report_protocol(*protocol_section(args.quick, not args.no_ray))
     if "ray" in res:
         print(f"ray vs local: {res['ray'] / res['local']:.2f}x the wall time "
               f"({res['ray'] - res['local']:+.1f} s; {res['ray'] + res['ray_init'] - res['local']:+.1f} s "
