@@ -375,6 +375,40 @@ def test_ray_matches_local_and_reports_failures(tmp_path):
     assert [r["status"] for r in ray_store.list(sweep="bad")] == ["failed"]
 
 
+def test_a_ray_task_resumed_from_its_own_store_keeps_the_hooks_its_folder_records(tmp_path, monkeypatch):
+    """A Ray task training into a store of its own (`--storage`) is stopped part-way; the driver's
+    copy of the group folder has no `hooks.json` yet (copied back when the group ends), so the
+    retried task is sent no hooks: it takes them from its own store's folder, snapshots the rest
+    of the run, and sends every snapshot and `hooks.json` back with the checkpoint. (The task
+    function called here directly, as a Ray worker calls it.)"""
+    import groklab.train as gt
+    from groklab.protocols.hooks import HOOKS_FILE, SnapshotHook, hook_specs
+    from groklab.sweep.backends import _ray_train
+
+    cfg = load_config("quickstart", [*TINY, "train.steps=400", "train.device=cpu"])
+    root, gid = str(tmp_path / "task"), "0123456789ab"
+    specs = hook_specs([SnapshotHook(Store(root), points=8)])
+    real = gt.train
+
+    def stopped_at_100(cfgs, hooks=(), **kw):
+        def ctrl_c(step, state):
+            if step >= 100:
+                raise KeyboardInterrupt
+        return real(cfgs, hooks=[*hooks, ctrl_c], **kw)
+
+    monkeypatch.setattr(gt, "train", stopped_at_100)
+    with pytest.raises(KeyboardInterrupt):
+        _ray_train(root, "t", [cfg], gid, True, specs)
+    monkeypatch.setattr(gt, "train", real)
+    assert Store(root).group(gid)[0]["status"] == "stopped"
+    out = _ray_train(root, "t", [cfg], gid, True, ())                # a retry: no hooks from the driver
+    assert out["runs"][0]["status"] == "finished" and out["checkpoint"]
+    steps = sorted(int(name[len("snapshots/step-"):-len(".safetensors")]) for name in out["files"] if name.startswith("snapshots/"))
+    assert steps[0] == 0 and steps[-1] == 400 and any(s > 100 for s in steps[:-1]), steps
+    assert json.loads(out["files"][HOOKS_FILE]) == {"snapshot": {"points": 8}}
+    assert not any(name.startswith("checkpoint") for name in out["files"])
+
+
 # ---------------------------------------------------------------- runs table and CLI
 
 def test_runs_table(tmp_path):
