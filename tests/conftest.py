@@ -38,6 +38,22 @@ def tiny(preset: str = "quickstart", *extra: str, steps: int = 60):
 MEMBER_COLS = ["train_loss", "val_loss", "train_acc", "val_acc", "param_norm"]
 
 
+def ctrl_c_at(monkeypatch, step: int):
+    """Make `groklab.train.train` (which the sweep and Ray workers look up at call time) stop at
+    the first evaluation at or after `step` as Ctrl-C would (KeyboardInterrupt inside training:
+    the rows `stopped`, the checkpoint kept). Undo with `monkeypatch.undo()`."""
+    import groklab.train as gt
+    real = gt.train
+
+    def stopping(cfgs, hooks=(), **kw):
+        def ctrl_c(at, state):
+            if at >= step:
+                raise KeyboardInterrupt
+        return real(cfgs, hooks=[*hooks, ctrl_c], **kw)
+
+    monkeypatch.setattr(gt, "train", stopping)
+
+
 def child_context():
     """The multiprocessing context for a child process that trains. Forked children start at once,
     but on a machine with a CUDA device the parent's first backward starts autograd's per-device

@@ -16,7 +16,7 @@ from groklab.reproduce.evidence import Evidence, ProtocolEvidence
 from groklab.reproduce.protocols import ProtocolRun
 from groklab.reproduce.verdict import INCONCLUSIVE, NOT_REPRODUCED, NOT_RUN, PARTIAL, REPRODUCED
 
-from conftest import PROCESSES
+from conftest import PROCESSES, ctrl_c_at
 from groklab.store import Store
 
 PROTOCOL_CLAIMS = ("mixture-speed-gap", "efficiency-norm", "fourier-key-frequencies")
@@ -313,24 +313,14 @@ def test_an_interrupted_protocol_stage_resumes_its_groups_on_the_workers(tmp_pat
     same rows, their hook restored), where the protocol alone would have trained four new runs one
     after another in this process (it resumes only solo runs). The figures equal an uninterrupted
     reproduction's."""
-    import groklab.train as gt
-
     path = tmp_path / "eff.toml"
     path.write_text(EFF)
     (claim,) = load_claims([path])
     ref = reproduce(claim, "quick", Store(tmp_path / "ref"), workers=2)
-    real = gt.train
-
-    def stopped_at_400(cfgs, hooks=(), **kw):
-        def ctrl_c(step, state):
-            if step >= 400:
-                raise KeyboardInterrupt
-        return real(cfgs, hooks=[*hooks, ctrl_c], **kw)
-
-    monkeypatch.setattr(gt, "train", stopped_at_400)
+    ctrl_c_at(monkeypatch, 400)
     with pytest.raises(KeyboardInterrupt):
         reproduce(claim, "quick", store, workers=1)
-    monkeypatch.setattr(gt, "train", real)
+    monkeypatch.undo()
     before = store.list()
     assert len(before) == 4 and {r["status"] for r in before} == {"stopped"} and len({r["group_id"] for r in before}) == 1
     plans = []

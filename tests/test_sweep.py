@@ -14,7 +14,7 @@ from groklab.sweep.plan import Resources, default_pack, member_bytes, pack_signa
 from groklab.train import train
 from groklab.sweep.spec import axis_values
 
-from conftest import CPU, MEMBER_COLS, PROCESSES, STOPS, stop_command
+from conftest import CPU, MEMBER_COLS, PROCESSES, STOPS, ctrl_c_at, stop_command
 
 TINY = ["data.p=23", "train.threads=1", "train.steps=60", "train.eval_every=20", "train.batch_size=64",
         "train.early_stop=false"]
@@ -205,16 +205,13 @@ def test_a_sweep_with_hooks_trains_every_group_with_them_and_a_resumed_group_get
     and a group stopped half-way resumes with the hook it started with."""
     import dataclasses
 
-    import groklab.train as gt
-
     hook = (("correct_logit", "{}"),)
     spec = dataclasses.replace(tiny_spec(fracs=(0.3, 0.5), extra=["train.checkpoint_every=20", CPU]), hooks=hook)
     store = Store(tmp_path / "runs")
-    real = gt.train
-    monkeypatch.setattr(gt, "train", ctrl_c_at(40, real))
+    ctrl_c_at(monkeypatch, 40)
     with pytest.raises(KeyboardInterrupt):
         run_sweep(spec, store=store, workers=1)
-    monkeypatch.setattr(gt, "train", real)
+    monkeypatch.undo()
     again = run_sweep(spec, store=store, workers=1)
     assert again.plan.n_resume >= 1 and not again.failed
     for row in store.list(sweep="t"):
@@ -229,30 +226,17 @@ def test_a_sweep_with_hooks_trains_every_group_with_them_and_a_resumed_group_get
         dataclasses.replace(spec, run_names="x")
 
 
-def ctrl_c_at(at: int, real):
-    """`train` that a Ctrl-C interrupts at step `at` (after its checkpoints up to there)."""
-    def interrupted(cfgs, hooks=(), **kw):
-        def stop(step, state):
-            if step >= at:
-                raise KeyboardInterrupt
-        return real(cfgs, hooks=[*hooks, stop], **kw)
-    return interrupted
-
-
 def test_interrupted_group_resumes_to_the_same_result(tmp_path, monkeypatch):
-    import groklab.train as gt
-
     spec = tiny_spec(fracs=(0.4,), extra=["train.checkpoint_every=20", CPU])
     ref = run_sweep(spec, store=Store(tmp_path / "ref"), workers=1).outcomes[0].summaries[0]
 
-    real = gt.train
     store = Store(tmp_path / "runs")
-    monkeypatch.setattr(gt, "train", ctrl_c_at(40, real))
+    ctrl_c_at(monkeypatch, 40)
     with pytest.raises(KeyboardInterrupt):
         run_sweep(spec, store=store, workers=1)
     (row,) = store.list(sweep="t")
     assert row["status"] == "stopped" and store.paths.checkpoint(row["group_id"]).exists()
-    monkeypatch.setattr(gt, "train", real)
+    monkeypatch.undo()
     again = run_sweep(spec, store=store, workers=1)
     assert again.plan.n_resume == 1 and again.plan.n_new == 0
     (after,) = store.list(sweep="t")
@@ -266,15 +250,13 @@ def test_a_group_another_live_process_trains_is_left_to_it(tmp_path, monkeypatch
     """A second sweep (or `groklab reproduce`) on the same store must not resume a group another
     process is training: it would train it twice and truncate its metrics under it."""
     import subprocess
-    import groklab.train as gt
 
     spec = tiny_spec(fracs=(0.4,), extra=["train.checkpoint_every=20"])
-    real = gt.train
     store = Store(tmp_path / "runs")
-    monkeypatch.setattr(gt, "train", ctrl_c_at(40, real))
+    ctrl_c_at(monkeypatch, 40)
     with pytest.raises(KeyboardInterrupt):
         run_sweep(spec, store=store, workers=1)
-    monkeypatch.setattr(gt, "train", real)
+    monkeypatch.undo()
     (row,) = store.list(sweep="t")
     n_metrics = len(store.metrics(row["id"]))
     proc = subprocess.Popen(["sleep", "30"])  # stands in for the process training the group
@@ -381,25 +363,16 @@ def test_a_ray_task_resumed_from_its_own_store_keeps_the_hooks_its_folder_record
     retried task is sent no hooks: it takes them from its own store's folder, snapshots the rest
     of the run, and sends every snapshot and `hooks.json` back with the checkpoint. (The task
     function called here directly, as a Ray worker calls it.)"""
-    import groklab.train as gt
     from groklab.protocols.hooks import HOOKS_FILE, SnapshotHook, hook_specs
     from groklab.sweep.backends import _ray_train
 
     cfg = load_config("quickstart", [*TINY, "train.steps=400", "train.device=cpu"])
     root, gid = str(tmp_path / "task"), "0123456789ab"
     specs = hook_specs([SnapshotHook(Store(root), points=8)])
-    real = gt.train
-
-    def stopped_at_100(cfgs, hooks=(), **kw):
-        def ctrl_c(step, state):
-            if step >= 100:
-                raise KeyboardInterrupt
-        return real(cfgs, hooks=[*hooks, ctrl_c], **kw)
-
-    monkeypatch.setattr(gt, "train", stopped_at_100)
+    ctrl_c_at(monkeypatch, 100)
     with pytest.raises(KeyboardInterrupt):
         _ray_train(root, "t", [cfg], gid, True, specs)
-    monkeypatch.setattr(gt, "train", real)
+    monkeypatch.undo()
     assert Store(root).group(gid)[0]["status"] == "stopped"
     out = _ray_train(root, "t", [cfg], gid, True, ())                # a retry: no hooks from the driver
     assert out["runs"][0]["status"] == "finished" and out["checkpoint"]
