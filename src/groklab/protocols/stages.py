@@ -83,10 +83,11 @@ def needs(calls: Sequence[Call], store, tried: Set[str] = frozenset()) -> tuple[
         try:
             call(False)
         except MissingRun as e:
-            fresh = [(cfg, hooks, sweep) for cfg, hooks in e.needs if hooks is not None
-                     and (sweep := _sweep_for(rows.get(run_key(cfg), []), name, run_key(cfg) in tried))]
-            for cfg, hooks, sweep in fresh:
-                specs.setdefault(run_key(cfg), SweepSpec(name=sweep, base=cfg, hooks=hooks, run_names="base"))
+            keyed = [(run_key(cfg), cfg, hooks) for cfg, hooks in e.needs if hooks is not None]
+            fresh = [(key, cfg, hooks, sweep) for key, cfg, hooks in keyed
+                     if (sweep := _sweep_for(rows.get(key, []), name, key in tried))]
+            for key, cfg, hooks, sweep in fresh:
+                specs.setdefault(key, SweepSpec(name=sweep, base=cfg, hooks=hooks, run_names="base"))
             if fresh:
                 waiting.append((name, call))
         except ComponentError:  # a component missed its target: the protocol's own call reports it

@@ -143,7 +143,8 @@ def _over_budget(claim: Claim, size: str, cpu_budget: float, backend: str) -> bo
 
 def reproduce(claim: Claim, size: str, store, *, backend: str = "local", workers: int | None = None,
               overrides: tuple[str, ...] = (), cpu_budget: float = 30.0, address: str | None = None,
-              max_retries: int = 2, storage=None, on_group: Callable[[str, Any], None] = lambda g, plan: None) -> ClaimResult:
+              max_retries: int = 2, storage=None,
+              on_group: Callable[[str, Any], None] = lambda g, plan: None) -> ClaimResult:
     """Run (or reuse) what `claim` needs at `size`, then judge it from the store.
 
     Args:
