@@ -214,30 +214,67 @@ def test_protocol_claim_end_to_end_then_reuses_the_store(tmp_path, store):
     assert evaluate(claim, "full", store).verdict == NOT_RUN          # the full size's runs are other runs
 
 
-def test_a_finished_run_the_protocol_refuses_is_trained_again_as_a_sweep_group(tmp_path, store):
-    """A finished run of the Fourier protocol's config trained without its snapshot hook (as
-    `groklab run` would) is refused by the protocol; `reproduce` trains the run it needs as a sweep
-    group with the hook (before: the protocol trained it in this process, outside the workers)."""
+SHORT = ("train.steps=1500", "train.device=cpu")
+
+
+def _tiny_proto_and_its_run(tmp_path, store, overrides):
+    """The tiny Fourier claim, and the config of the run its protocol asks for (`MissingRun`)."""
     from groklab.protocols.components import MissingRun
     from groklab.reproduce import _protocol_calls
-    from groklab.train import train
 
     path = tmp_path / "tiny.toml"
     path.write_text(PROTO)
     (claim,) = load_claims([path])
-    short = ("train.steps=1500", "train.device=cpu")
-    (call,) = _protocol_calls(claim, "main", "quick", store, short)
+    (call,) = _protocol_calls(claim, "main", "quick", store, overrides)
     with pytest.raises(MissingRun) as missing:
         call(False)
-    (plain,) = train(missing.value.cfg, store=store, progress=False)  # no hook: no snapshots
+    return claim, missing.value.cfg
+
+
+def test_a_finished_run_the_protocol_refuses_is_trained_again_as_a_sweep_group(tmp_path, store):
+    """A finished run of the Fourier protocol's config trained without its snapshot hook (as
+    `groklab run` would) is refused by the protocol; `reproduce` trains the run it needs as a sweep
+    group with the hook (before: the protocol trained it in this process, outside the workers)."""
+    from groklab.train import train
+
+    claim, cfg = _tiny_proto_and_its_run(tmp_path, store, SHORT)
+    (plain,) = train(cfg, store=store, progress=False)  # no hook: no snapshots
     plans = []
-    result = reproduce(claim, "quick", store, overrides=short, workers=2, on_group=lambda g, plan: plans.append(plan))
+    result = reproduce(claim, "quick", store, overrides=SHORT, workers=2, on_group=lambda g, plan: plans.append(plan))
     assert [(p.sweep, p.n_new) for p in plans] == [("claim-tiny-proto-quick-main", 1)]
     rows = store.list()
     assert len(rows) == 2 and result.new_runs == 1
     (mine,) = [r for r in rows if r["id"] != plain.run_id]
     assert mine["sweep"] == "claim-tiny-proto-quick-main" and result.runs == (mine["id"],)
     assert f"{result.outcome.figures['seeds'][0]['n_keys']} key frequencies of 23" in result.measured
+
+
+def test_a_protocol_run_another_process_is_training_is_not_trained_twice(tmp_path, store, capsys):
+    """A run of the Fourier protocol's config that another live process is training (a second
+    `reproduce` on the same store): the claim reads `not run` naming it, and `groklab fourier`
+    exits 2 with one line — where before each trained a second copy in its own process."""
+    import subprocess
+
+    from groklab.train.engine import create_group
+
+    claim, cfg = _tiny_proto_and_its_run(tmp_path, store, SHORT)
+    gid, (run_id,) = create_group(store, [cfg], "elsewhere")
+    snapshots = store.paths.group_dir(gid) / "snapshots"                # its first snapshot is written
+    snapshots.mkdir(parents=True)
+    (snapshots / "step-00000000.safetensors").write_bytes(b"")
+    proc = subprocess.Popen(["sleep", "60"])                             # stands in for the process training it
+    try:
+        store.conn.execute("UPDATE runs SET status='running', owner_pid=?, owner_start=NULL", (proc.pid,))
+        result = reproduce(claim, "quick", store, overrides=SHORT, workers=1)
+        assert result.verdict == NOT_RUN and f"run {run_id} (quickstart) is training in another process" in result.measured
+        assert main(["fourier", "quickstart", "--quick", "--points", "12", "-q", "--store", str(store.paths.root),
+                     *[a for kv in ("train.early_stop=false", *SHORT) for a in ("--set", kv)]]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "is training in another process" in err[0], err
+        assert [r["id"] for r in store.list()] == [run_id]                # nothing trained beside it
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_a_component_that_misses_its_budget_makes_the_claim_inconclusive(tmp_path, store):
@@ -420,18 +457,16 @@ def test_on_ray_a_protocols_runs_train_as_ray_tasks_and_their_snapshots_come_bac
     in this process). The verdict and figures read from the driver's store equal the local ones."""
     ray = pytest.importorskip("ray")
     from groklab.protocols.hooks import HOOKS_FILE, list_snapshots
-    from groklab.store import Store
 
     path = tmp_path / "tiny.toml"
     path.write_text(PROTO)
     (claim,) = load_claims([path])
-    short = ("train.steps=1500", "train.device=cpu")
-    local = reproduce(claim, "quick", store, overrides=short, workers=1)
+    local = reproduce(claim, "quick", store, overrides=SHORT, workers=1)
     remote_store, shared = Store(tmp_path / "ray"), tmp_path / "shared"
     plans = []
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        remote = reproduce(claim, "quick", remote_store, overrides=short, backend="ray", storage=shared,
+        remote = reproduce(claim, "quick", remote_store, overrides=SHORT, backend="ray", storage=shared,
                            on_group=lambda g, plan: plans.append(plan))
     finally:
         ray.shutdown()

@@ -17,7 +17,7 @@ from typing import Callable, Literal, Sequence
 
 from ..api import RunRecord, load_run, resume
 from ..config import ConfigError, RunCfg, with_overrides
-from ..store import Store, liveness
+from ..store import Store, StoreError, liveness, trained_elsewhere
 
 MemKind = Literal["random", "fit"]
 
@@ -42,6 +42,19 @@ class MissingRun(LookupError):
         first = missing[0]
         first.needs = [need for e in missing for need in e.needs]
         return first
+
+
+class RunBusy(MissingRun, StoreError):
+    """The run a protocol needs is training in another live process (a second `reproduce` or
+    protocol command on the same store): training a copy here would do its work twice. Asked again
+    once it has finished, the protocol reads it. The CLI prints it as one line (exit 2)."""
+
+    def __init__(self, cfg: RunCfg, row: dict):
+        super().__init__(cfg)
+        self.needs = []  # nothing to train elsewhere either: it is being trained
+        where = f"pid {row.get('owner_pid')} on {row.get('owner_host')}"
+        self.args = (f"run {row['id']} ({cfg.name}) is training in another process ({where}); "
+                     "ask again when it has finished",)
 
 
 class ComponentError(ConfigError):
@@ -84,7 +97,8 @@ def ensure_run(cfg: RunCfg, store: Store, *, hooks: Sequence = (), progress: boo
                accept: Callable[[dict], bool] = lambda row: True, train_missing: bool = True
                ) -> tuple[RunRecord, bool]:
     """Reuse a finished run of `cfg`, resume an interrupted one (with `hooks`) or train one (or,
-    with `train_missing=False`, raise :class:`MissingRun`). Returns (record, reused)."""
+    with `train_missing=False`, raise :class:`MissingRun`; :class:`RunBusy` when another live
+    process is training it). Returns (record, reused)."""
     from ..train import train
 
     found = find_run(cfg, store, accept)
@@ -92,6 +106,9 @@ def ensure_run(cfg: RunCfg, store: Store, *, hooks: Sequence = (), progress: boo
         return found, True
     if not train_missing:
         raise MissingRun(cfg, hooks)
+    busy = _first(cfg, store, accept, lambda r: r["status"] == "running" and trained_elsewhere(r))
+    if busy is not None:
+        raise RunBusy(cfg, busy)
     stopped = find_interrupted(cfg, store, accept)
     if stopped is not None:
         (rec,) = resume(stopped, store, progress=progress, hooks=hooks)

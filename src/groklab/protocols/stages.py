@@ -13,7 +13,8 @@ A run the store holds in another form is trained or resumed as a sweep group too
 be done (:func:`needs`): an interrupted group of a sweep resumes from its checkpoint on the workers
 (the protocol alone resumes only solo runs, and would train a packed group's runs anew, one after
 another), and a finished run the protocol refused (trained without its hook) is trained again with
-it. A run training in another process is left to the protocol, and no round trains a run twice,
+it. A run training in another process is left to the protocol, which then says so
+(:class:`~.components.RunBusy`) rather than train a second copy, and no round trains a run twice,
 so the rounds end.
 
 On Ray the rounds share one cluster session, and each run's hooks train with it on the cluster: a

@@ -244,12 +244,17 @@ def _judge(claim: Claim, size: str, store, overrides: tuple[str, ...], cpu_budge
             result = evaluate(claim, size, store, overrides)
             return ClaimResult(claim, size, Outcome(NOT_RUN, f"{rep.spec.name}: {len(rep.failed)} group(s) failed: "
                                                              f"{error}"), result.runs, new)
+    busy = []
     for group in claim.protocol_groups:  # in this process: whatever the protocols still lack
         ran = _protocol_group(claim, group, size, store, overrides, train_missing=True)
         new += sum(r.new_runs for r in ran.runs)
+        if ran.missing:  # allowed to train, a protocol lacks only runs another process is training
+            busy.append(f"{group}: {ran.missing}")
         if ran.error:
             break
     result = evaluate(claim, size, store, overrides)
+    if busy and result.verdict == NOT_RUN:
+        return ClaimResult(claim, size, Outcome(NOT_RUN, "; ".join(busy)), result.runs, new)
     return ClaimResult(claim, size, result.outcome, result.runs, new)
 
 
