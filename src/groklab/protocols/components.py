@@ -106,7 +106,7 @@ def ensure_run(cfg: RunCfg, store: Store, *, hooks: Sequence = (), progress: boo
         return found, True
     if not train_missing:
         raise MissingRun(cfg, hooks)
-    busy = _first(cfg, store, accept, lambda r: r["status"] == "running" and trained_elsewhere(r))
+    busy = _first(cfg, store, accept, trained_elsewhere)
     if busy is not None:
         raise RunBusy(cfg, busy)
     stopped = find_interrupted(cfg, store, accept)

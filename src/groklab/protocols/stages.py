@@ -100,7 +100,7 @@ def _sweep_for(rows: list[dict], name: str, tried: bool) -> str | None:
     """The sweep to train or resume a needed run in, from its stored `rows` (see :func:`needs`)."""
     from ..store import TERMINAL, trained_elsewhere
 
-    if tried or any(r["status"] == "running" and trained_elsewhere(r) for r in rows):
+    if tried or any(trained_elsewhere(r) for r in rows):
         return None
     stalled = [r for r in rows if r["status"] not in TERMINAL]
     if stalled:
