@@ -645,6 +645,8 @@ class RayExecutor(Executor):
         _, left = self.ray.wait(live, num_returns=len(live), timeout=STOP_GRACE_S) if live else ([], [])
         for ref in left:
             self._cancel(ref, force=True)
+        if left:  # a forced cancel kills the worker asynchronously: until it is gone its rows look held
+            self.ray.wait(left, num_returns=len(left), timeout=10)
         # Rows no live task holds are marked here: those of a task cancelled before it started (the
         # driver made them), of one killed after the grace period, and the driver's copies of the
         # rows of a task with a store of its own (`storage`, a remote cluster), which marked its
