@@ -288,3 +288,34 @@ def test_a_stopped_ray_sweep_marks_the_groups_no_task_holds(tmp_path):
     rows = store.list(sweep="rp")
     assert sorted(len(store.metrics(r["id"])) > 2 for r in rows) == [False, True]  # one trained, one waited
     assert [r["status"] for r in rows] == ["stopped", "stopped"]
+
+
+def test_a_stopped_ray_sweep_marks_the_rows_a_task_that_ended_left_running(tmp_path):
+    """A task that has ended holds no rows, though the Ray worker that ran it lives on for the next
+    task. Rows it left `running` (a stop that reached the task as it started, after training had
+    taken the rows over and before it could mark them) named that live worker as their owner, so the
+    driver's stop left them `running` — shown `lost` once the cluster went. Here the ended task's
+    row is made to name a live process, as that worker would be."""
+    import subprocess
+
+    ray = pytest.importorskip("ray")
+    from groklab.sweep.backends import RayExecutor
+    from groklab.sweep.plan import Resources, plan_sweep
+
+    spec = load_spec({"name": "re", "base": "quickstart", "axes": {"data.frac_train": [0.3]},
+                      "set": SET[:-1] + ["train.steps=20", CPU]})
+    store = Store(tmp_path / "runs")
+    plan = plan_sweep("re", expand(spec), store, resources=Resources(1), pack=1, threads=1)
+    worker = subprocess.Popen(["sleep", "60"])  # stands in for the idle worker
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        with RayExecutor(plan, store) as executor:
+            (outcome,) = executor.completed([executor.submit(plan.groups[0])])
+            assert outcome.statuses == ["finished"]
+            store.conn.execute("UPDATE runs SET status='running', owner_pid=?, owner_start=NULL", (worker.pid,))
+            executor.stop()
+    finally:
+        ray.shutdown()
+        worker.kill()
+        worker.wait()
+    assert [r["status"] for r in store.list(sweep="re")] == ["stopped"]

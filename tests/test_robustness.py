@@ -214,6 +214,36 @@ def test_a_stop_as_the_run_ends_lets_it_end(tmp_path, capsys, monkeypatch):
     assert json.loads(meta["meta"])["step"] == 30
 
 
+def test_ctrl_c_pressed_again_while_the_run_is_marked_leaves_it_stopped(tmp_path, capsys, monkeypatch):
+    """Ctrl-C, then Ctrl-C again while the engine writes the `stopped` rows (as impatient users do,
+    and as a Ray task sees when its cancel is repeated): the second one raised inside that write
+    and left the run `running` (`lost`). It now waits for the rows, then stops the command."""
+    real, seen = Store.update_runs, []
+
+    def ctrl_c_at_40(step, state):
+        if step >= 40 and not seen:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def pressed_again(self, updates):
+        if any(status == "stopped" for status, _ in updates.values()) and not seen:
+            seen.append(True)
+            os.kill(os.getpid(), signal.SIGINT)  # its handler runs at the next bytecode: here
+        return real(self, updates)
+    _with_hook(monkeypatch, ctrl_c_at_40)
+    monkeypatch.setattr(Store, "update_runs", pressed_again)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # what a terminal gives Python
+    try:
+        assert main(["run", "quickstart", "-q", "--store", str(tmp_path / "runs"), *QUICK,
+                     "--set", "train.steps=2000"]) == 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert seen and "interrupted" in _one_error_line(capsys)
+    (row,) = Store(tmp_path / "runs").list()
+    assert row["status"] == "stopped" and row["summary"]["steps"] == 40
+    tensors, meta = read_tensors(Store(tmp_path / "runs").paths.checkpoint(row["group_id"]))
+    assert json.loads(meta["meta"])["step"] == 30  # the last checkpoint before the stop: resumable
+
+
 def test_a_stop_as_a_checkpoint_write_starts_leaves_the_run_stopped(tmp_path, capsys, monkeypatch):
     """Found by closing a terminal at random moments (1 time in 15): a stop that landed inside the
     start of the checkpoint writer's thread left a thread that could not be joined, so marking the

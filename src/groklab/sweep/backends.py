@@ -650,10 +650,14 @@ class RayExecutor(Executor):
         # Rows no live task holds are marked here: those of a task cancelled before it started (the
         # driver made them), of one killed after the grace period, and the driver's copies of the
         # rows of a task with a store of its own (`storage`, a remote cluster), which marked its
-        # rows there and updates these only when the group ends.
+        # rows there and updates these only when the group ends. A task that has ended holds none,
+        # though the worker that ran it lives on for the next task: rows it left `running` (a stop
+        # at its start, before training took them over) would otherwise look held until shutdown.
         from ..store import trained_elsewhere
-        for gid in self.groups:
-            rows = [r for r in self.store.group(gid) if r["status"] == "running" and not trained_elsewhere(r)]
+        ended = set(self.ray.wait(self.refs, num_returns=len(self.refs), timeout=0)[0])
+        for ref, gid in zip(self.refs, self.groups):
+            rows = [r for r in self.store.group(gid)
+                    if r["status"] == "running" and (ref in ended or not trained_elsewhere(r))]
             if rows:
                 self.store.update_runs({r["id"]: ("stopped", r["summary"]) for r in rows})
 

@@ -262,16 +262,23 @@ def train(cfgs: RunCfg | Sequence[RunCfg], *, store: Store | None = None, hooks:
                     run.checkpoint(step)    # 4) resumable state, written in the background
             run.writer.wait()               # the last such write is on disk; if it failed, it raises here
         except KeyboardInterrupt:
-            run.mark(step, "stopped")  # the last checkpoint stays consistent; `groklab resume` continues from it
-            _close(bar)
+            _end(run, step, "stopped", bar)  # the last checkpoint stays consistent; `groklab resume` continues from it
             raise
         except Exception:
-            run.mark(step, "failed")   # likewise resumable; a sweep re-plans failed groups
-            _close(bar)
+            _end(run, step, "failed", bar)   # likewise resumable; a sweep re-plans failed groups
             raise
         with deferred_interrupts():    # the work is done: a stop now waits for the final checkpoint and rows
             _close(bar)
             return run.finish(step)
+
+
+def _end(run: "_Run", step: int, status: str, bar) -> None:
+    """Mark the rows of a run that ends early. A second stop while they are written (Ctrl-C
+    pressed twice, a Ray cancel repeated while the task still runs) waits for them: it used to cut
+    the write short and leave the rows `running`."""
+    with deferred_interrupts():
+        run.mark(step, status)
+        _close(bar)
 
 
 def _close(bar) -> None:
