@@ -6,7 +6,6 @@ fields that differ between them, grokking metrics and curves decimated on a log 
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 

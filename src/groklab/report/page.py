@@ -156,7 +156,7 @@ def render_report(views: Sequence[RunView], *, title: str, subtitle: str = "",
     nav = [("#summary", "runs"), ("#overlay", "overlay")]
     sections = [tag("section", tag("h2", f"runs ({len(views)})"),
                     tag("p", "click a column to sort; tick runs to overlay them"
-                        + (f"; highlighted columns differ between runs" if diff else ""), class_="note"),
+                        + ("; highlighted columns differ between runs" if diff else ""), class_="note"),
                     summary_table(views, diff), id="summary"),
                 tag("section", tag("h2", "overlay"),
                     tag("label", "show ",

@@ -378,10 +378,12 @@ class _Run:
             self.members = _Members.from_json(meta["members"])
             self.hp.active.copy_(_col([1.0 if s == "running" else 0.0 for s in self.members.status], self.device))
         store.truncate_metrics(self.run_ids, self.start if ckpt.exists() else -1)
-        store.update_runs({r: ("running", {}) for r, s in zip(self.run_ids, self.members.status) if s == "running"})
         for i, r in enumerate(self.run_ids):
             old = store.metrics(r)
             self.history[i] = old.to_dict("records") if len(old) else []
+        # Claimed last: from here to `train`'s try, which marks the rows whatever ends the run, a stop
+        # would leave them `running` under this process.
+        store.update_runs({r: ("running", {}) for r, s in zip(self.run_ids, self.members.status) if s == "running"})
 
     def sync_phase(self, step: int) -> None:
         """Enter the phase in force at `step` if it changed. Recomputed from the base config, so a
