@@ -173,6 +173,40 @@ def test_protocol_resumes_its_interrupted_run(tmp_path):
     assert (again.run_id, reused) == (row["id"], True)
 
 
+def test_a_finished_runs_analysis_is_computed_once_until_its_files_change(tmp_path, monkeypatch):
+    """`reproduce` reads a Fourier claim's analysis three times (what is missing, the evidence, the
+    verdict): a finished run's is computed once per process. A run that may still change (here
+    stopped, then resumed) is read afresh, as is one whose snapshot files changed, and a caller's
+    edits to its copy do not reach the next caller."""
+    import os
+
+    import groklab.protocols.fourier as fourier
+    from groklab.api import resume
+    from groklab.protocols.hooks import list_snapshots
+
+    store = Store(tmp_path / "runs")
+    _, row = _interrupted_snapshot_run(store)
+    real, calls = fourier.measures, []
+    monkeypatch.setattr(fourier, "measures", lambda *a, **k: calls.append(1) or real(*a, **k))
+    stopped = fourier.analyze_run(row["id"], store)
+    fourier.analyze_run(row["id"], store)
+    assert len(calls) == 2
+    (rec,) = resume(row["id"], store)
+    done = fourier.analyze_run(rec.run_id, store)
+    assert len(calls) == 3 and done.progress["step"].max() == 1200 > stopped.progress["step"].max()
+    done.progress["gini"] = -1.0
+    done.key_freqs.append(999)
+    again = fourier.analyze_run(rec.run_id, store)
+    assert len(calls) == 3
+    assert 999 not in again.key_freqs and (again.progress["gini"] >= 0).all()
+    assert again.progress.drop(columns="gini").equals(done.progress.drop(columns="gini"))
+    last = list_snapshots(store, row["group_id"])[-1][1]
+    st = last.stat()
+    os.utime(last, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # rewritten, as far as anyone can tell
+    fourier.analyze_run(rec.run_id, store)
+    assert len(calls) == 4
+
+
 def test_restricted_loss_far_below_excluded_loss_after_grokking(grokked):
     from groklab.protocols.fourier import analyze_run
 
