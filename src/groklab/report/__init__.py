@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Sequence
 
-from ..registry import ConfigError
-
 if TYPE_CHECKING:  # the package stays cheap to import: `groklab run` loads only its trackers module
     from ..store import Store
 
@@ -22,16 +20,10 @@ __all__ = ["build_report", "load_claims"]
 
 def load_claims(store: "Store") -> list[dict]:
     """The claims table of `groklab reproduce` (a list of claim dicts: id, study, where, claim,
-    claimed, measured, verdict, and optionally the ``runs`` behind it)."""
-    try:
-        from .. import reproduce  # type: ignore[attr-defined]
-    except ImportError:
-        reproduce = None
-    source = getattr(reproduce, "claims_table", None)
-    if source is None:
-        raise ConfigError("--claims needs the claims table of `groklab reproduce`, which this groklab does not have "
-                          "yet; report runs or a --sweep instead")
-    return [dict(c) for c in source(store)]
+    claimed, measured, verdict, and the ``runs`` behind it), from what `store` holds."""
+    from ..reproduce import claims_table
+
+    return [dict(c) for c in claims_table(store)]
 
 
 def build_report(store: "Store", run_ids: Sequence[int] = (), sweep: str | None = None, *,
