@@ -215,9 +215,9 @@ def test_a_stop_as_the_run_ends_lets_it_end(tmp_path, capsys, monkeypatch):
 
 
 def test_ctrl_c_pressed_again_while_the_run_is_marked_leaves_it_stopped(tmp_path, capsys, monkeypatch):
-    """Ctrl-C, then Ctrl-C again while the engine writes the `stopped` rows (as impatient users do,
-    and as a Ray task sees when its cancel is repeated): the second one raised inside that write
-    and left the run `running` (`lost`). It now waits for the rows, then stops the command."""
+    """Ctrl-C, then Ctrl-C again while the engine writes the `stopped` rows (as impatient users
+    do): the second one raised inside that write and left the run `running` (`lost`). It now waits
+    for the rows, then stops the command."""
     real, seen = Store.update_runs, []
 
     def ctrl_c_at_40(step, state):

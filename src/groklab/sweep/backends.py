@@ -652,7 +652,7 @@ class RayExecutor(Executor):
         # rows of a task with a store of its own (`storage`, a remote cluster), which marked its
         # rows there and updates these only when the group ends. A task that has ended holds none,
         # though the worker that ran it lives on for the next task: rows it left `running` (a stop
-        # at its start, before training took them over) would otherwise look held until shutdown.
+        # that met it as it took them over) would otherwise look held until shutdown.
         from ..store import trained_elsewhere
         ended = set(self.ray.wait(self.refs, num_returns=len(self.refs), timeout=0)[0])
         for ref, gid in zip(self.refs, self.groups):

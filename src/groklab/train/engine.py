@@ -274,8 +274,8 @@ def train(cfgs: RunCfg | Sequence[RunCfg], *, store: Store | None = None, hooks:
 
 def _end(run: "_Run", step: int, status: str, bar) -> None:
     """Mark the rows of a run that ends early. A second stop while they are written (Ctrl-C
-    pressed twice, a Ray cancel repeated while the task still runs) waits for them: it used to cut
-    the write short and leave the rows `running`."""
+    pressed again, or after a SIGTERM) waits for them: it used to cut the write short and leave
+    the rows `running`."""
     with deferred_interrupts():
         run.mark(step, status)
         _close(bar)
