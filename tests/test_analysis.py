@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from groklab.analysis import (PHASES, CriticalSize, GrokMetrics, aggregate, classify_run, critical_fraction,
-                              data_efficiency, first_step_at, grokking_metrics, phase_diagram,
+from groklab.analysis import (PHASES, CriticalSize, GrokMetrics, Lapse, aggregate, classify_run, critical_fraction,
+                              data_efficiency, first_step_at, fit_lapses, grokking_metrics, loss_spikes, phase_diagram,
                               plot_critical, plot_data_efficiency, plot_phase_diagram, t_critical_95)
 
 
@@ -46,6 +46,28 @@ def test_first_step_at_finds_first_crossing_inclusive_and_unsorted():
 def test_first_step_at_ignores_nan():
     h = pd.DataFrame({"step": [0, 10, 20], "val_acc": [np.nan, 0.2, 1.0]})
     assert first_step_at(h, "val_acc", 0.99) == 20
+
+
+def test_fit_lapses_are_the_episodes_below_the_threshold_after_the_fit():
+    """Dips before the fit are learning, not lapses; each lapse after it is one episode however many
+    evaluations it spans, with its lowest accuracy and highest loss; rows may come unsorted."""
+    h = pd.DataFrame({"step":       [0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100],
+                      "train_acc":  [0.1, 0.995, 0.5, 0.995, 1.0, 0.9, 0.6, 0.999, np.nan, 0.98, 1.0],
+                      "train_loss": [4.0, 0.01, 2.0, 0.01, 1e-4, 0.3, 1.5, 1e-3, np.nan, 0.05, 1e-4]})
+    h.loc[0, "train_acc"] = 0.98  # below the threshold before the fit: not counted
+    assert fit_lapses(h.sample(frac=1, random_state=0)) == [Lapse(20, 0.5, 2.0), Lapse(50, 0.6, 1.5),
+                                                           Lapse(90, 0.98, 0.05)]
+    assert fit_lapses(h, threshold=0.95) == [Lapse(20, 0.5, 2.0), Lapse(50, 0.6, 1.5)]
+    assert fit_lapses(history(t_train=None, t_val=None)) == []                   # never fitted
+    assert fit_lapses(h.drop(columns="train_loss"))[0] == Lapse(20, 0.5, None)
+
+
+def test_loss_spikes_count_jumps_above_the_running_minimum_after_the_floor():
+    h = pd.DataFrame({"step": range(9),
+                      "train_loss": [3.0, 1e-3, 1e-6, 1e-2, 1e-2, 1e-7, 1e-7, 5e-4, 1e-8]})
+    assert loss_spikes(h) == 2                      # 1e-2 over two evaluations is one episode; 5e-4 > 1000 × 1e-7
+    assert loss_spikes(h, factor=6e3) == 1          # the first jump is 1e4 × its minimum, the second 5e3 ×
+    assert loss_spikes(h, floor=1e-9) is None       # never that low
 
 
 def test_grokking_metrics_known_steps():

@@ -72,6 +72,31 @@ def test_run_json_ls_show_plot(tmp_path, capsys):
         assert path.stat().st_size > 5000
 
 
+def test_show_names_the_lapses_and_spikes_after_the_fit(tmp_path, capsys):
+    """`show` reads what happened after the fit from the stored history: here a run that fitted at
+    step 10, lost it twice (the second time over two evaluations) and whose loss spiked once after
+    falling to 1e-6."""
+    from groklab.store import Store
+
+    store = Store(tmp_path / "runs")
+    (run,) = store.create_runs([json.dumps({})], ["spiky"], "g1", {})
+    acc = [0.1, 1.0, 1.0, 0.4, 1.0, 0.9, 0.7, 1.0]
+    loss = [4.0, 1e-6, 1e-6, 2.5, 1e-6, 0.2, 0.8, 1e-7]
+    store.log_metrics([(run, 10 * i, k, v) for i, (a, l) in enumerate(zip(acc, loss))
+                       for k, v in (("train_acc", a), ("train_loss", l), ("val_acc", 0.0))])
+    store.update_runs({run: ("finished", {"steps": 70})})
+    assert main(["show", str(run), "--store", str(store.paths.root)]) == 0
+    out = capsys.readouterr().out
+    assert "fit_lapses             2: train acc back below 99 % at 30 (train acc 0.400, loss 2.5), " \
+           "50 (train acc 0.700, loss 0.8)" in out
+    assert "loss_spikes            2 (train loss back to" in out
+    assert main(["show", str(run), "--json", "--store", str(store.paths.root)]) == 0
+    after = json.loads(capsys.readouterr().out)["after_fit"]
+    assert after == {"fit_lapses": [{"step": 30, "lowest_train_acc": 0.4, "highest_train_loss": 2.5},
+                                    {"step": 50, "lowest_train_acc": 0.7, "highest_train_loss": 0.8}],
+                     "loss_spikes": 2}
+
+
 def test_presets_lists_descriptions(capsys):
     assert main(["presets"]) == 0
     out = capsys.readouterr().out

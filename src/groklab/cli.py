@@ -134,10 +134,13 @@ def cmd_show(args) -> int:
     if args.table:
         print(_table(rec.metrics, args.every))
         return 0
+    after = _after_the_fit(rec.metrics)
     if args.json:
         print(json.dumps({**_json_summary(rec), "name": rec.name, "created": rec.created, "group": rec.group,
                           "member": rec.member, "sweep": rec.sweep,
-                          "summary": {k: _clean(v) for k, v in rec.summary.items()}, "config": to_dict(rec.config)}))
+                          "summary": {k: _clean(v) for k, v in rec.summary.items()},
+                          "after_fit": after and {k: _clean(v) for k, v in after.items()},
+                          "config": to_dict(rec.config)}))
         return 0
     status = _shown_status(store.get(rec.run_id))
     print(f"run {rec.run_id}: {rec.name} [{status}] created {rec.created}, group {rec.group} member {rec.member}")
@@ -145,7 +148,28 @@ def cmd_show(args) -> int:
         print(f"  {rec.config.description}")
     for k, v in rec.summary.items():
         print(f"  {k:<22} {v}")
+    if after:
+        lapses = after["fit_lapses"]
+        shown = ", ".join(f"{x['step']} (train acc {x['lowest_train_acc']:.3f}"
+                          + (f", loss {x['highest_train_loss']:.3g}" if x["highest_train_loss"] is not None else "") + ")"
+                          for x in lapses[:3]) + (f", … (+{len(lapses) - 3})" if len(lapses) > 3 else "")
+        print(f"  {'fit_lapses':<22} {len(lapses)}" + (f": train acc back below 99 % at {shown}" if lapses else ""))
+        spikes = after["loss_spikes"]
+        print(f"  {'loss_spikes':<22} " + ("train loss never ≤ 1e-5" if spikes is None else
+                                           f"{spikes} (train loss back to ≥ 1000× its lowest after ≤ 1e-5)"))
     return 0
+
+
+def _after_the_fit(metrics) -> dict | None:
+    """What happened after the fit: the lapses of training accuracy below 99 % (slingshots) and
+    the loss spikes after the loss fell to 1e-5 (softmax collapse); None without a history."""
+    from dataclasses import asdict
+
+    from .analysis import fit_lapses, loss_spikes
+
+    if metrics.empty or not {"train_acc", "train_loss"} <= set(metrics.columns):
+        return None
+    return {"fit_lapses": [asdict(x) for x in fit_lapses(metrics)], "loss_spikes": loss_spikes(metrics)}
 
 
 def _table(metrics, every: int) -> str:

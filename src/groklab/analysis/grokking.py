@@ -104,6 +104,70 @@ def grokking_metrics(history: pd.DataFrame, threshold: float = 0.99) -> GrokMetr
     )
 
 
+@dataclass(frozen=True)
+class Lapse:
+    """One episode in which the training accuracy, having reached the threshold, fell below it."""
+
+    step: int
+    """The first evaluation below the threshold."""
+    lowest_train_acc: float
+    highest_train_loss: float | None
+
+
+def fit_lapses(history: pd.DataFrame, threshold: float = 0.99) -> list[Lapse]:
+    """The episodes after the fit in which training accuracy fell back below `threshold`: the
+    loss spikes of Thilak et al.'s slingshot, or of softmax collapse once they cost accuracy.
+
+    Args:
+        history: one row per evaluation with ``step``, ``train_acc`` (and ``train_loss``, for each
+            episode's highest loss).
+        threshold: the fit's accuracy level.
+
+    Returns:
+        One :class:`Lapse` per episode, in order (none if the run never fitted).
+    """
+    h = history.sort_values("step", kind="stable")
+    acc = pd.to_numeric(h["train_acc"], errors="coerce").to_numpy(dtype=float)
+    fitted = acc >= threshold
+    if not fitted.any():
+        return []
+    first = int(np.argmax(fitted))
+    below = ~fitted & ~np.isnan(acc)
+    below[:first] = False
+    loss = pd.to_numeric(h["train_loss"], errors="coerce").to_numpy(dtype=float) if "train_loss" in h else None
+    steps, out, i = h["step"].to_numpy(), [], first
+    while i < len(acc):
+        if not below[i]:
+            i += 1
+            continue
+        j = i
+        while j < len(acc) and below[j]:
+            j += 1
+        worst = None if loss is None or np.isnan(loss[i:j]).all() else float(np.nanmax(loss[i:j]))
+        out.append(Lapse(int(steps[i]), float(acc[i:j].min()), worst))
+        i = j
+    return out
+
+
+def loss_spikes(history: pd.DataFrame, floor: float = 1e-5, factor: float = 1000.0) -> int | None:
+    """Episodes in which the training loss, once it has fallen to `floor`, jumps back to at least
+    `factor` times its lowest value so far (softmax collapse, Prieto et al. 2025, counts them at
+    the defaults); None if the loss never reaches `floor`.
+
+    Args:
+        history: one row per evaluation with ``step`` and ``train_loss``.
+        floor: the loss level after which spikes are counted.
+        factor: how far above its running minimum the loss must jump.
+    """
+    loss = history[["step", "train_loss"]].dropna().sort_values("step")["train_loss"].to_numpy(dtype=float)
+    low = (loss <= floor).nonzero()[0]
+    if not len(low):
+        return None
+    after = loss[low[0]:]
+    up = after >= factor * np.minimum.accumulate(after)
+    return int(up[0]) + int((up[1:] & ~up[:-1]).sum())
+
+
 def t_critical_95(df: float) -> float:
     """Two-sided 95 % Student-t critical value ``t_{0.975, df}`` (table + 1/df interpolation).
 

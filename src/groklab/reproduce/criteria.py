@@ -333,18 +333,10 @@ class LossSpikes:
     def groups(self) -> tuple[str, ...]:
         return (self.spiky, self.smooth)
 
-    def spikes(self, run: StoredRun) -> int | None:
-        """Spike episodes after the loss first reaches `floor`; None if it never does."""
-        loss = run.history[["step", "train_loss"]].dropna().sort_values("step")["train_loss"].to_numpy()
-        low = (loss <= self.floor).nonzero()[0]
-        if not len(low):
-            return None
-        after = loss[low[0]:]
-        up = after >= self.factor * pd.Series(after).cummin().to_numpy()
-        return int(up[0]) + int((up[1:] & ~up[:-1]).sum())
-
     def evaluate(self, ev: Evidence) -> Outcome:
-        counts = {g: [self.spikes(r) for r in ev[g].runs] for g in self.groups()}
+        from ..analysis import loss_spikes
+
+        counts = {g: [loss_spikes(r.history, self.floor, self.factor) for r in ev[g].runs] for g in self.groups()}
         text = "; ".join(f"{g}: " + ", ".join("never ≤ " + f"{self.floor:g}" if c is None else f"{c} spike(s)"
                                                 for c in cs) for g, cs in counts.items())
         if any(c is None for cs in counts.values() for c in cs):
