@@ -133,3 +133,14 @@ def test_suggestions_are_one_helper():
     from groklab.registry import suggest
     assert suggest("quickstrat", ["quickstart", "nanda2023"]) == " (did you mean 'quickstart'?)"
     assert suggest("zzz", ["quickstart"]) == ""
+
+
+def test_the_semigrok_preset_is_the_run_measured():
+    """`semigrok-transformer`'s description quotes a run of the fig. 4 quick Transformer with these
+    overrides: the preset must compute exactly that run."""
+    from groklab.sweep.plan import run_key
+
+    measured = load_config("mystery-adamw-wd-zero", [
+        "data.frac_train=0.24", "data.p=41", "model.d_model=64", "model.d_mlp=256", "optim.lr=3e-3",
+        "train.steps=120000", "train.eval_every=50"])
+    assert run_key(load_config("semigrok-transformer")) == run_key(measured)
