@@ -280,6 +280,17 @@ def test_final_in_band_and_shorter_delay():
     assert plateau.evaluate(_ev(main=[_run(climbing), _run(GROK_SOON)])).verdict == NOT_REPRODUCED
     held = plateau.evaluate(_ev(main=[_run(middling), _run(GROK_SOON)]))
     assert held.verdict == REPRODUCED and "over the last 40% of their steps" in held.measured
+    # share: one evaluation of five held (a loss spike's dip) may leave the band, not two
+    dipped = [0.0, 0.2, 0.4, 0.05, 0.5, 0.5]
+    long_dip = [0.0, 0.2, 0.4, 0.05, 0.05, 0.5]
+    forgiving = _check({"name": "final_in_band", "lo": 0.2, "hi": 0.8, "hold": 0.9, "share": 0.75})
+    strict = _check({"name": "final_in_band", "lo": 0.2, "hi": 0.8, "hold": 0.9})
+    assert strict.evaluate(_ev(main=[_run(dipped), _run(GROK_SOON)])).verdict == NOT_REPRODUCED
+    out = forgiving.evaluate(_ev(main=[_run(dipped), _run(GROK_SOON)]))
+    assert out.verdict == REPRODUCED and "75% of evaluations over the last 90%" in out.measured
+    assert forgiving.evaluate(_ev(main=[_run(long_dip), _run(GROK_SOON)])).verdict == NOT_REPRODUCED
+    with pytest.raises(ConfigError, match=r"share=0\.0 must be in \(0, 1\]"):
+        _check({"name": "final_in_band", "lo": 0.2, "hi": 0.8, "share": 0})
     with pytest.raises(ConfigError, match=r"hold=1\.5 must be in \[0, 1\)"):
         _check({"name": "final_in_band", "lo": 0.2, "hi": 0.8, "hold": 1.5})
     sd = _check({"name": "shorter_delay", "short": "a", "long": "b"})
