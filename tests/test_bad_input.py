@@ -164,6 +164,9 @@ CORPUS = [
     ("ckpt-pickle", ["resume", "1"], _pickle_ckpt, "groklab never unpickles checkpoints"),
     ("ckpt-torch-save", ["resume", "1"], _torch_save_ckpt, "groklab never unpickles checkpoints"),
     ("ckpt-foreign", ["resume", "1"], _foreign_ckpt, "does not fit this run"),
+    ("ckpt-tampered-extend", ["extend", "1", "--steps", "9"], _tamper, "fails its SHA-256 check"),
+    ("extend-budget", ["extend", "1", "--steps", "5"], None, "steps=5 must be an integer above the run's train.steps (5)"),
+    ("extend-missing-run", ["extend", "99", "--steps", "9"], None, "run 99 is not in the store"),
     ("ckpt-none-yet", ["fourier", "1"], lambda tmp, store: _ckpt(store).unlink(),  # stopped before one
      "run 1 (finished) has no saved weights yet"),
     # stores and run ids

@@ -413,3 +413,55 @@ def test_a_group_killed_after_members_left_resumes_to_the_same_end(tmp_path, mon
         mine, theirs = load_weights(b.run_id, store), load_weights(a.run_id, Store(tmp_path / "whole"))
         assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
     assert [p.name for p in ckpt.parent.iterdir()] == ["checkpoint.safetensors"]  # whole again
+
+
+def test_extending_a_finished_group_equals_training_it_to_the_new_budget(tmp_path):
+    """`extend` copies a finished group to a new one with a larger budget: the members that ran to
+    the old budget train on exactly as a run given the new budget from the start would (batches,
+    dropout and noise are functions of seed and step), the early-stopped ones stay as they ended,
+    and the original rows, metrics and checkpoint are left as they were."""
+    from groklab.api import extend, load_weights
+    from groklab.store import Store
+
+    store = Store(tmp_path / "s")
+    short = train(early_stopping_group(), store=store, progress=False)
+    assert [r.status for r in short] == ["finished"] * 3 and short[2].summary["steps"] == 1200
+    ckpt = store.paths.checkpoint(store.get(1)["group_id"])
+    before = ckpt.read_bytes()
+    longer = extend(short[2].run_id, 2000, store)
+    direct = train([with_overrides(c, {"train.steps": 2000}) for c in early_stopping_group()],
+                   store=Store(tmp_path / "direct"), progress=False)
+    cols = ["step", *MEMBER_COLS]
+    for old, ext in zip(short, longer):
+        assert ext.run_id not in (r.run_id for r in short) and ext.config.train.steps == 2000
+        assert ext.metrics[ext.metrics["step"] <= 1200][cols].equals(old.metrics[cols])  # the history, copied
+    for old, ext in zip(short[:2], longer[:2]):  # stopped early: as they ended
+        assert ext.metrics[cols].equals(old.metrics[cols]) and ext.summary["step_val_99"] == old.summary["step_val_99"]
+    # Trained on: as the member of a group given 2 000 steps from the start. (Its early members
+    # stop elsewhere: the log-spaced evaluation steps depend on the budget.)
+    ext, ref = longer[2], direct[2]
+    tail = ext.metrics[ext.metrics["step"] >= 1200][cols].reset_index(drop=True)
+    assert len(tail) > 1 and tail.equals(ref.metrics[ref.metrics["step"] >= 1200][cols].reset_index(drop=True))
+    assert ext.status == ref.status and ext.summary["step_val_99"] == ref.summary["step_val_99"]
+    mine, theirs = load_weights(ext.run_id, store), load_weights(ref.run_id, Store(tmp_path / "direct"))
+    assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
+    assert [len(store.metrics(r.run_id)) for r in short] == [len(r.metrics) for r in short]
+    assert store.get(3)["status"] == "finished" and store.get(3)["config"]["train"]["steps"] == 1200
+    assert ckpt.read_bytes() == before
+
+
+def test_extend_refuses_what_would_not_be_the_run_continued(tmp_path):
+    from groklab.api import extend
+    from groklab.store import Store
+
+    store = Store(tmp_path / "s")
+    train(tiny(steps=40), store=store, progress=False)
+    with pytest.raises(ConfigError, match=r"steps=40 must be an integer above the run's train.steps \(40\)"):
+        extend(1, 40, store)
+    train(tiny("quickstart", "optim.schedule=cosine", steps=40), store=store, progress=False)
+    with pytest.raises(ConfigError, match="optim.schedule='cosine' decays over train.steps"):
+        extend(2, 80, store)
+    store.update_runs({1: ("stopped", {})})
+    with pytest.raises(ConfigError, match=r"run 1 is stopped: `groklab resume 1` trains it to its budget first"):
+        extend(1, 80, store)
+    assert len(store.list()) == 2  # nothing was created

@@ -1,6 +1,7 @@
-"""The Python API, mirroring the CLI: run, resume, load_run."""
+"""The Python API, mirroring the CLI: run, resume, extend, load_run."""
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
@@ -71,18 +72,11 @@ def resume(run_id: int, store: Store | str | Path | None = None, progress: bool 
     """
     from .config import with_overrides
     from .protocols.hooks import restore_hooks
-    from .store import trained_elsewhere
     from .train import train
 
     st = _store(store)
     row = _get(st, run_id)
-    rows = st.group(row["group_id"])
-    # Two processes training one group would overwrite each other's checkpoint.
-    live = [r for r in rows if trained_elsewhere(r)]
-    if live:
-        r = live[0]
-        raise ConfigError(f"run {r['id']} is still running (process {r['owner_pid']} on {r['owner_host']}); stop it "
-                          f"first (Ctrl-C or SIGTERM), then resume")
+    rows = _idle_group(st, row, "resume")
     cfgs = [from_dict(RunCfg, r["config"]) for r in rows]
     if device is not None:
         cfgs = [with_overrides(c, {"train.device": device}) for c in cfgs]
@@ -90,6 +84,63 @@ def resume(run_id: int, store: Store | str | Path | None = None, progress: bool 
         hooks = restore_hooks(st, row["group_id"])
     results = train(cfgs, store=st, hooks=hooks, progress=progress, group=row["group_id"], sweep=row["sweep"])
     return [load_run(r.run_id, st) for r in results]
+
+
+def extend(run_id: int, steps: int, store: Store | str | Path | None = None, progress: bool = False,
+           device: str | None = None) -> list[RunRecord]:
+    """Train the group (ensemble or solo run) of the finished run `run_id` on to `steps`, as a new
+    group: the original's metrics and last checkpoint are copied and it stays as it was.
+
+    Batches, dropout and noise are functions of the seed and step, so the new runs equal runs
+    trained to `steps` from the start (the same config otherwise). Members that stopped early
+    (`train.early_stop`) or diverged stay stopped; protocol hooks (snapshots) are not carried.
+    """
+    from .config import with_overrides
+    from .store import TERMINAL
+    from .train import train
+    from .train.checkpoint import atomic_write, read_checkpoint
+    from .train.engine import create_group
+
+    st = _store(store)
+    row = _get(st, run_id)
+    rows = _idle_group(st, row, "extend")
+    for r in rows:
+        if r["status"] not in TERMINAL:
+            raise ConfigError(f"run {r['id']} is {r['status']}: `groklab resume {r['id']}` trains it to its "
+                              f"budget first; extend trains a finished run further")
+    cfgs = [from_dict(RunCfg, r["config"]) for r in rows]
+    have = cfgs[0].train.steps
+    if not isinstance(steps, int) or steps <= have:
+        raise ConfigError(f"steps={steps!r} must be an integer above the run's train.steps ({have})")
+    if cfgs[0].optim.schedule == "cosine":  # its lr at every step depends on the budget
+        raise ConfigError("optim.schedule='cosine' decays over train.steps: a longer budget changes the lr of "
+                          "every step, so the extension would not be this run continued (constant or step: yes)")
+    ckpt = st.paths.checkpoint(row["group_id"])
+    if not ckpt.exists():
+        raise ConfigError(f"run {run_id} has no checkpoint ({ckpt}) to continue from")
+    over = {"train.steps": steps, **({"train.device": device} if device is not None else {})}
+    new = [with_overrides(c, over) for c in cfgs]
+    read_checkpoint(ckpt)  # a truncated, tampered or pickled file is refused before anything is written
+    group = uuid.uuid4().hex[:12]
+    atomic_write(st.paths.checkpoint(group), ckpt.read_bytes(), "checkpoint")  # before the rows name it
+    group, ids = create_group(st, new, group=group)
+    st.copy_metrics(zip([r["id"] for r in rows], ids))
+    results = train(new, store=st, progress=progress, group=group)
+    return [load_run(r.run_id, st) for r in results]
+
+
+def _idle_group(st: Store, row: dict, verb: str) -> list[dict]:
+    """The rows of `row`'s group, none of them training in another process (two processes on one
+    group would overwrite each other's checkpoint)."""
+    from .store import trained_elsewhere
+
+    rows = st.group(row["group_id"])
+    live = [r for r in rows if trained_elsewhere(r)]
+    if live:
+        r = live[0]
+        raise ConfigError(f"run {r['id']} is still running (process {r['owner_pid']} on {r['owner_host']}); stop it "
+                          f"first (Ctrl-C or SIGTERM), then {verb}")
+    return rows
 
 
 def _get(st: Store, run_id: int) -> dict:

@@ -4,6 +4,7 @@
     groklab run power2022-add97 --set train.steps=20000 --set optim.weight_decay=0.1
     groklab run mlp-add97 --seeds 4 --json        # four seeds as one vectorized ensemble
     groklab ls; groklab show 3 --json; groklab plot 3 -o curve.png; groklab resume 3
+    groklab extend 3 --steps 50000                # train a finished run on, as a new run
 
 Bad input prints one line on stderr and exits with code 2, before anything is written. SIGTERM
 (`timeout`, Slurm, Kubernetes, Ray) and SIGHUP (a closed terminal or ssh session; not under
@@ -82,6 +83,15 @@ def cmd_resume(args) -> int:
     from .store import Store
 
     records = resume(args.run, Store(args.store), progress=not args.quiet, device=args.device)
+    _print_records(records, args.json, len(records) > 1)
+    return 0
+
+
+def cmd_extend(args) -> int:
+    from .api import extend
+    from .store import Store
+
+    records = extend(args.run, args.steps, Store(args.store), progress=not args.quiet, device=args.device)
     _print_records(records, args.json, len(records) > 1)
     return 0
 
@@ -251,6 +261,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("resume", cmd_resume, "continue a killed or stopped run from its last checkpoint")
     sp.add_argument("run", type=int)
     sp.add_argument("--device", help="continue on this device (auto, cpu, cuda, cuda:N) instead of the stored one")
+    sp.add_argument("--json", action="store_true")
+    sp.add_argument("-q", "--quiet", action="store_true")
+
+    sp = add("extend", cmd_extend, "train a finished run further, to --steps, as a new run (the original stays)")
+    sp.add_argument("run", type=int)
+    sp.add_argument("--steps", type=int, required=True, help="the new step budget (above the run's train.steps)")
+    sp.add_argument("--device", help="train on this device (auto, cpu, cuda, cuda:N) instead of the stored one")
     sp.add_argument("--json", action="store_true")
     sp.add_argument("-q", "--quiet", action="store_true")
 

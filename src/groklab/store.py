@@ -330,6 +330,13 @@ class Store:
                     conn.execute("UPDATE runs SET status=?, summary_json=?, updated=? WHERE id=?",
                                  (status, json.dumps(summary), now, run_id))
 
+    def copy_metrics(self, pairs: Iterable[tuple[int, int]]) -> None:
+        """Copy every metric row of each (source, destination) run pair (one transaction)."""
+        with self._tx() as conn:
+            conn.executemany("INSERT INTO metrics (run_id, step, key, value)"
+                             " SELECT ?, step, key, value FROM metrics WHERE run_id=?",
+                             [(dst, src) for src, dst in pairs])
+
     def truncate_metrics(self, run_ids: list[int], after_step: int) -> None:
         """Drop metrics logged after a checkpoint: a resumed run recomputes them."""
         with self._tx() as conn:
