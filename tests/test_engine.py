@@ -10,7 +10,7 @@ from groklab.config import ConfigError
 from groklab.train import check_ensemble, train
 from groklab.train.schedule import eval_steps, lr_factor
 
-from conftest import CPU, MEMBER_COLS, early_stopping_group, tiny
+from conftest import CPU, MEMBER_COLS, TINY_GROK, early_stopping_group, tiny
 
 
 def test_tiny_problem_groks_with_a_delay(tiny_grok_cfg):
@@ -464,4 +464,9 @@ def test_extend_refuses_what_would_not_be_the_run_continued(tmp_path):
     store.update_runs({1: ("stopped", {})})
     with pytest.raises(ConfigError, match=r"run 1 is stopped: `groklab resume 1` trains it to its budget first"):
         extend(1, 80, store)
-    assert len(store.list()) == 2  # nothing was created
+    early = [*TINY_GROK, "data.frac_train=0.6", "train.early_stop=true"]  # val 99 % near step 1 500
+    train(load_config("quickstart", early), store=store, progress=False)
+    assert store.get(3)["summary"]["steps"] < 4000
+    with pytest.raises(ConfigError, match="run 3's group ended before its budget of 4000 steps"):
+        extend(3, 6000, store)
+    assert len(store.list()) == 3  # nothing was created

@@ -112,6 +112,9 @@ def extend(run_id: int, steps: int, store: Store | str | Path | None = None, pro
     have = cfgs[0].train.steps
     if not isinstance(steps, int) or steps <= have:
         raise ConfigError(f"steps={steps!r} must be an integer above the run's train.steps ({have})")
+    if not any(r["status"] == "finished" and r["summary"].get("steps") == have for r in rows):
+        raise ConfigError(f"run {run_id}'s group ended before its budget of {have} steps (early stop or "
+                          "divergence): none of its runs has anything to train on")
     if cfgs[0].optim.schedule == "cosine":  # its lr at every step depends on the budget
         raise ConfigError("optim.schedule='cosine' decays over train.steps: a longer budget changes the lr of "
                           "every step, so the extension would not be this run continued (constant or step: yes)")
