@@ -422,8 +422,12 @@ class FinalInBand:
     the evaluations in the run's last `hold` of its steps lie in the band (every one by default).
     A run still climbing through the band when its budget ends (a late grokker) is then not
     counted. `share` below 1 forgives the few evaluations a loss spike after the fit takes down
-    (training accuracy collapses for a step or two and validation dips with it).
+    (training accuracy collapses for a step or two and validation dips with it); such a run must
+    still end in the band (the median of its last `END` evaluations), so that one which climbs
+    out of it in the last few percent of its steps is not counted either.
     """
+
+    END = 5
 
     lo: float
     hi: float
@@ -447,7 +451,9 @@ class FinalInBand:
         h = r.history
         last = int(h["step"].iloc[-1])
         tail = h[h["step"] >= last * (1 - self.hold)]["val_acc"]
-        return bool(((tail >= self.lo) & (tail <= self.hi)).mean() >= self.share)
+        held = ((tail >= self.lo) & (tail <= self.hi)).mean() >= self.share
+        ends = self.share == 1 or self.lo <= h["val_acc"].iloc[-self.END:].median() <= self.hi  # 1: implied
+        return bool(held and ends)
 
     def evaluate(self, ev: Evidence) -> Outcome:
         runs = ev[self.group].runs
