@@ -287,7 +287,7 @@ def test_final_in_band_and_shorter_delay():
     strict = _check({"name": "final_in_band", "lo": 0.2, "hi": 0.8, "hold": 0.9})
     assert strict.evaluate(_ev(main=[_run(dipped), _run(GROK_SOON)])).verdict == NOT_REPRODUCED
     out = forgiving.evaluate(_ev(main=[_run(dipped), _run(GROK_SOON)]))
-    assert out.verdict == REPRODUCED and "75% of evaluations over the last 90%" in out.measured
+    assert out.verdict == REPRODUCED and "1 in [0.2, 0.8] for >= 75% of the evaluations over the last 90%" in out.measured
     assert forgiving.evaluate(_ev(main=[_run(long_dip), _run(GROK_SOON)])).verdict == NOT_REPRODUCED
     # ... but not a run that climbs out of the band in its last evaluations (4 of the 19 held)
     groks_at_the_end, chance = [0.0] + [0.3] * 16 + [0.9, 0.95, 1.0, 1.0], _run([0.0] * 6)

@@ -459,8 +459,8 @@ class FinalInBand:
         runs = ev[self.group].runs
         vals = [r.metrics.final_val_acc for r in runs]
         inside = [self._inside(r) for r in runs]
-        held = "" if self.share == 1 else f"{self.share:.0%} of evaluations "
-        over = f" {held}over the last {self.hold:.0%} of their steps" if self.hold else ""
+        held = "" if self.share == 1 else f" for >= {self.share:.0%} of the evaluations"
+        over = f"{held} over the last {self.hold:.0%} of their steps" if self.hold else ""
         text = f"final val {', '.join(f'{v:.3f}' for v in vals)} ({sum(inside)} in [{self.lo:g}, {self.hi:g}]{over})"
         ok = any(inside) if self.mode == "any" else all(inside)
         verdict = REPRODUCED if ok else PARTIAL if any(inside) else NOT_REPRODUCED
