@@ -72,6 +72,21 @@ def test_run_json_ls_show_plot(tmp_path, capsys):
         assert path.stat().st_size > 5000
 
 
+def test_extend_then_show_and_ls_name_the_run_it_continues(tmp_path, capsys):
+    store = ["--store", str(tmp_path / "runs")]
+    assert main(["run", "quickstart", "--json", "-q", *FAST, *store]) == 0
+    capsys.readouterr()
+    assert main(["extend", "1", "--steps", "60", "--json", "-q", *store]) == 0
+    ext = json.loads(capsys.readouterr().out)
+    assert ext["run_id"] == 2 and ext["steps"] == 60
+    assert main(["show", "2", *store]) == 0
+    assert "extends run 1 (its metrics and checkpoint, trained on to 60 steps)" in capsys.readouterr().out
+    assert main(["show", "1", *store]) == 0
+    assert "extends run" not in capsys.readouterr().out
+    assert main(["ls", "--json", *store]) == 0
+    assert [(r["run_id"], r["parent"]) for r in json.loads(capsys.readouterr().out)] == [(1, None), (2, 1)]
+
+
 def test_show_names_the_lapses_and_spikes_after_the_fit(tmp_path, capsys):
     """`show` reads what happened after the fit from the stored history: here a run that fitted at
     step 10, lost it twice (the second time over two evaluations) and whose loss spiked once after

@@ -434,6 +434,7 @@ def test_extending_a_finished_group_equals_training_it_to_the_new_budget(tmp_pat
     cols = ["step", *MEMBER_COLS]
     for old, ext in zip(short, longer):
         assert ext.run_id not in (r.run_id for r in short) and ext.config.train.steps == 2000
+        assert ext.parent == old.run_id and store.get(old.run_id)["parent"] is None  # the lineage, in the rows
         assert ext.metrics[ext.metrics["step"] <= 1200][cols].equals(old.metrics[cols])  # the history, copied
     for old, ext in zip(short[:2], longer[:2]):  # stopped early: as they ended
         assert ext.metrics[cols].equals(old.metrics[cols]) and ext.summary["step_val_99"] == old.summary["step_val_99"]

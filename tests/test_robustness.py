@@ -6,7 +6,7 @@
 - A full disk while writing a checkpoint or the store: one clear line, exit 2; the previous
   checkpoint loads, and the resumed run equals an uninterrupted one.
 - A member poisoned with a huge lr diverges alone: the others' metrics do not change by one bit.
-- A schema-1 store is migrated in place; a closed stdout pipe ends the CLI quietly; closed
+- Schema-1 and schema-2 stores are migrated in place; a closed stdout pipe ends the CLI quietly; closed
   stdout / stderr cost a run nothing.
 """
 from __future__ import annotations
@@ -447,20 +447,28 @@ PRAGMA user_version=1;
 """
 
 
-def test_schema_1_store_is_migrated(tmp_path, capsys):
+# Schema 2 added the owner columns; 3 the `parent` a run continues.
+SCHEMA_2 = SCHEMA_1.replace("PRAGMA user_version=1;", "".join(
+    f"ALTER TABLE runs ADD COLUMN {c};" for c in ("owner_host TEXT", "owner_pid INTEGER", "owner_start TEXT",
+                                                  "heartbeat REAL")) + "PRAGMA user_version=2;")
+
+
+@pytest.mark.parametrize("script", [SCHEMA_1, SCHEMA_2], ids=["schema-1", "schema-2"])
+def test_old_store_is_migrated(tmp_path, script):
     root = tmp_path / "runs"
     root.mkdir()
     conn = sqlite3.connect(root / "groklab.db")
-    conn.executescript(SCHEMA_1)
+    conn.executescript(script)
     conn.close()
     store = Store(root)
-    assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     (old,) = store.list()
     assert old["name"] == "old" and old["owner_pid"] is None and liveness(old) is None  # unknown, not lost
+    assert old["parent"] is None  # continues no run
     assert store.metrics(old["id"])["val_acc"].tolist() == [0.25]
     (res,) = train(tiny(steps=5), store=store, progress=False)
     assert store.get(res.run_id)["owner_pid"] == os.getpid()
-    assert Store(root).conn.execute("PRAGMA user_version").fetchone()[0] == 2  # a second open: no re-migration
+    assert Store(root).conn.execute("PRAGMA user_version").fetchone()[0] == 3  # a second open: no re-migration
 
 
 def test_closed_pipe_ends_quietly(tmp_path):

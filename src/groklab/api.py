@@ -26,6 +26,7 @@ class RunRecord:
     member: int
     created: str
     sweep: str | None = None
+    parent: int | None = None  # the run this one continues (`extend`)
 
 
 def _store(store: Store | str | Path | None) -> Store:
@@ -126,7 +127,7 @@ def extend(run_id: int, steps: int, store: Store | str | Path | None = None, pro
     read_checkpoint(ckpt)  # a truncated, tampered or pickled file is refused before anything is written
     group = uuid.uuid4().hex[:12]
     atomic_write(st.paths.checkpoint(group), ckpt.read_bytes(), "checkpoint")  # before the rows name it
-    group, ids = create_group(st, new, group=group)
+    group, ids = create_group(st, new, group=group, parents=[r["id"] for r in rows])
     st.copy_metrics(zip([r["id"] for r in rows], ids))
     results = train(new, store=st, progress=progress, group=group)
     return [load_run(r.run_id, st) for r in results]
@@ -164,7 +165,7 @@ def load_run(run_id: int, store: Store | str | Path | None = None) -> RunRecord:
     return RunRecord(run_id=row["id"], name=row["name"], status=row["status"],
                      config=from_dict(RunCfg, row["config"]), summary=row["summary"],
                      metrics=st.metrics(row["id"]), group=row["group_id"], member=row["member"],
-                     created=row["created"], sweep=row["sweep"])
+                     created=row["created"], sweep=row["sweep"], parent=row["parent"])
 
 
 def load_weights(run_id: int, store: Store | str | Path | None = None) -> dict:

@@ -113,7 +113,7 @@ def cmd_ls(args) -> int:
     rows = store.list(sweep=args.sweep)
     if args.json:
         print(json.dumps([{"run_id": r["id"], "name": r["name"], "status": r["status"], "alive": liveness(r),
-                           "created": r["created"], "sweep": r["sweep"],
+                           "created": r["created"], "sweep": r["sweep"], "parent": r["parent"],
                            **{k: _clean(r["summary"].get(k)) for k in JSON_KEYS[2:]}} for r in rows]))
         return 0
     print(f"{'id':>4}  {'name':<28} {'status':<9} {'steps':>7} {'train':>6} {'val':>6} {'step_train_99':>13} {'step_val_99':>11}  created")
@@ -147,13 +147,15 @@ def cmd_show(args) -> int:
     after = _after_the_fit(rec.metrics)
     if args.json:
         print(json.dumps({**_json_summary(rec), "name": rec.name, "created": rec.created, "group": rec.group,
-                          "member": rec.member, "sweep": rec.sweep,
+                          "member": rec.member, "sweep": rec.sweep, "parent": rec.parent,
                           "summary": {k: _clean(v) for k, v in rec.summary.items()},
                           "after_fit": after and {k: _clean(v) for k, v in after.items()},
                           "config": to_dict(rec.config)}))
         return 0
     status = _shown_status(store.get(rec.run_id))
     print(f"run {rec.run_id}: {rec.name} [{status}] created {rec.created}, group {rec.group} member {rec.member}")
+    if rec.parent is not None:
+        print(f"  extends run {rec.parent} (its metrics and checkpoint, trained on to {rec.config.train.steps} steps)")
     if rec.config.description:
         print(f"  {rec.config.description}")
     for k, v in rec.summary.items():

@@ -28,7 +28,7 @@ from typing import Any, Iterable, Iterator
 
 import pandas as pd
 
-SCHEMA_VERSION = 2  # 2: owner_host, owner_pid, owner_start, heartbeat (who runs a `running` row)
+SCHEMA_VERSION = 3  # 2: owner_host, owner_pid, owner_start, heartbeat (who runs a `running` row); 3: parent
 STATUSES = ("running", "finished", "diverged", "stopped", "failed")
 TERMINAL = ("finished", "diverged")  # complete: a sweep skips these, analyses read them; the rest resume
 STALE_S = 600.0  # a `running` row on another host without a heartbeat for this long counts as lost
@@ -57,7 +57,8 @@ CREATE TABLE IF NOT EXISTS runs (
     owner_host TEXT,
     owner_pid INTEGER,
     owner_start TEXT,
-    heartbeat REAL
+    heartbeat REAL,
+    parent INTEGER REFERENCES runs(id) ON DELETE SET NULL
 );
 CREATE INDEX IF NOT EXISTS runs_group ON runs(group_id);
 CREATE INDEX IF NOT EXISTS runs_sweep ON runs(sweep);
@@ -71,9 +72,14 @@ CREATE TABLE IF NOT EXISTS metrics (
 """
 
 
-# Schema 1 → 2: the owner columns (added, NULL for old rows: their liveness is unknown).
-_MIGRATE_1_2 = "".join(f"ALTER TABLE runs ADD COLUMN {c};" for c in
-                       ("owner_host TEXT", "owner_pid INTEGER", "owner_start TEXT", "heartbeat REAL"))
+# The statements that take a store of schema version v to v + 1, by v. Added columns are NULL for
+# old rows: 1 → 2 the owner columns (their liveness is unknown), 2 → 3 the run a row continues
+# (`groklab extend`; old rows continue none).
+_MIGRATIONS = {
+    1: [f"ALTER TABLE runs ADD COLUMN {c}" for c in
+        ("owner_host TEXT", "owner_pid INTEGER", "owner_start TEXT", "heartbeat REAL")],
+    2: ["ALTER TABLE runs ADD COLUMN parent INTEGER REFERENCES runs(id) ON DELETE SET NULL"],
+}
 
 
 def _proc_start(pid: int) -> str | None:
@@ -222,9 +228,9 @@ class Store:
                 for stmt in _SCHEMA.split(";"):
                     if stmt.strip():
                         conn.execute(stmt)
-            elif version == 1:
-                for stmt in _MIGRATE_1_2.split(";"):
-                    if stmt.strip():
+            else:
+                for v in range(version, SCHEMA_VERSION):
+                    for stmt in _MIGRATIONS[v]:
                         conn.execute(stmt)
             conn.execute(f"PRAGMA user_version={max(version, SCHEMA_VERSION)}")
             conn.execute("COMMIT")
@@ -288,20 +294,22 @@ class Store:
 
     # ---------------------------------------------------------------- writes
     def create_runs(self, cfg_jsons: list[str], names: list[str], group: str, env: dict[str, Any],
-                    sweep: str | None = None) -> list[int]:
-        """Insert one 'running' row per member in one transaction; return their ids."""
+                    sweep: str | None = None, parents: list[int] | None = None) -> list[int]:
+        """Insert one 'running' row per member in one transaction; return their ids. `parents`:
+        the run each member continues (`groklab extend`), or None."""
         now = _now()
         host, pid, pstart = _owner()
+        parents = parents or [None] * len(names)
         ids = []
         with self._tx() as conn:
-            for member, (cfg_json, name) in enumerate(zip(cfg_jsons, names)):
+            for member, (cfg_json, name, parent) in enumerate(zip(cfg_jsons, names, parents, strict=True)):
                 cur = conn.execute(
                     "INSERT INTO runs (name, created, updated, status, cfg_json, group_id, member, sweep,"
-                    " groklab_version, torch_version, git_sha, owner_host, owner_pid, owner_start, heartbeat)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " groklab_version, torch_version, git_sha, owner_host, owner_pid, owner_start, heartbeat,"
+                    " parent) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (name, now, now, "running", cfg_json, group, member, sweep,
                      env.get("groklab_version"), env.get("torch_version"), env.get("git_sha"),
-                     host, pid, pstart, time.time()))
+                     host, pid, pstart, time.time(), parent))
                 ids.append(int(cur.lastrowid))
         return ids
 

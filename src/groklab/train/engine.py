@@ -134,7 +134,7 @@ def environment() -> dict[str, str | None]:
 
 
 def create_group(store: Store, cfgs: Sequence[RunCfg], sweep: str | None = None, env: dict | None = None,
-                 group: str | None = None) -> tuple[str, list[int]]:
+                 group: str | None = None, parents: Sequence[int] | None = None) -> tuple[str, list[int]]:
     """Create the rows of a new group of runs (status `running`); return (group id, run ids).
 
     Args:
@@ -143,10 +143,11 @@ def create_group(store: Store, cfgs: Sequence[RunCfg], sweep: str | None = None,
         sweep: tag the rows with this sweep name.
         env: versions and git commit recorded with the rows (default: this process's).
         group: the group id (default: a new one), e.g. the driver's id in a Ray task's own store.
+        parents: the run each member continues (`extend`), recorded with its row.
     """
     group = group or uuid.uuid4().hex[:12]
     ids = store.create_runs([config_json(c) for c in cfgs], [c.name for c in cfgs], group, env or environment(),
-                            sweep)
+                            sweep, parents=list(parents) if parents is not None else None)
     return group, ids
 
 
