@@ -9,7 +9,7 @@ from concurrent.futures import ProcessPoolExecutor
 import pytest
 import torch
 
-from groklab import load_run, with_overrides
+from groklab import load_run
 from groklab.api import resume
 from groklab.store import SCHEMA_VERSION, Store, StoreError
 from groklab.train import train
