@@ -427,6 +427,36 @@ def test_cli_sweep_end_to_end(tmp_path, capsys):
     assert main(["analyze", "e2e", "--store", root, "--kind", "phase"]) == 2
 
 
+def test_analyze_compares_several_sweeps_as_one_curve_each(tmp_path, capsys):
+    """`analyze A B` draws A's and B's data-efficiency curves in one figure: here two stored sweeps
+    (known histories) where B generalizes at both fractions and A only at the larger one."""
+    from groklab.cli import main
+    from groklab.config import config_json
+
+    store = Store(tmp_path / "runs")
+    val99 = {("a", 0.4): None, ("a", 0.6): 300, ("b", 0.4): 200, ("b", 0.6): 100}
+    for (sweep, frac), step in val99.items():
+        cfg = load_config("quickstart", [f"data.frac_train={frac}", "train.steps=400"])
+        (rid,) = store.create_runs([config_json(cfg)], [f"{sweep}-{frac}"], f"g-{sweep}-{frac}", {}, sweep)
+        store.log_metrics([(rid, t, k, v) for t in range(0, 401, 100) for k, v in
+                           (("train_acc", 1.0), ("val_acc", 1.0 if step is not None and t >= step else 0.1))])
+        store.update_runs({rid: ("finished", {"steps": 400})})
+    root = ["--store", str(store.paths.root)]
+    png = tmp_path / "both.png"
+    assert main(["analyze", "a", "b", "-o", str(png), "--json", *root]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["sweep"] == ["a", "b"] and out["runs"] == 4 and png.stat().st_size > 0
+    curves = {(r["sweep"], r["data.frac_train"]): (r["median"], r["median_is_lower_bound"]) for r in out["table"]}
+    assert curves == {("a", 0.4): (400, True), ("a", 0.6): (300, False), ("b", 0.4): (200, False),
+                      ("b", 0.6): (100, False)}
+    assert main(["analyze", "a", "b", *root]) == 0
+    text = capsys.readouterr().out
+    assert "> 400" in text and text.count("\n") == 5  # a header and one line per (sweep, fraction)
+    for bad in (["--kind", "critical"], ["--by", "optim.lr"]):
+        assert main(["analyze", "a", "b", *bad, *root]) == 2
+        assert "compared as data-efficiency curves, one per sweep" in capsys.readouterr().err
+
+
 def test_backends_share_one_executor_interface(tmp_path):
     """A backend is a registered executor factory: submit(group) -> Job, completed(jobs) -> outcomes.
     An unknown name lists the registered ones."""

@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import sys
@@ -142,6 +143,8 @@ KINDS = ("efficiency", "critical", "phase")
 
 
 def cmd_analyze(args) -> int:
+    import pandas as pd
+
     from ..store import Store
     from .table import runs_table
 
@@ -149,22 +152,34 @@ def cmd_analyze(args) -> int:
         raise ConfigError(f"--threshold={args.threshold} must be in (0, 1]")
     if args.output and not str(args.output).endswith((".png", ".svg")):
         raise ConfigError(f"-o {args.output!r} must end in .png or .svg")
+    sweeps = list(dict.fromkeys(args.sweep))
+    if len(sweeps) > 1 and (args.kind != "efficiency" or args.by):
+        raise ConfigError(f"several sweeps ({', '.join(sweeps)}) are compared as data-efficiency curves, one per "
+                          "sweep: --kind efficiency, without --by" + (f" (not --kind {args.kind})"
+                                                                     if args.kind != "efficiency" else ""))
     x = args.x or ("optim.lr" if args.kind == "phase" else "data.frac_train")
     y = args.y or ("optim.weight_decay" if args.kind == "phase" else None)
     fields = [f for f in (x, y, args.by) if f and f != "n_train"]
-    table = runs_table(Store(args.store), args.sweep, fields, threshold=args.threshold,
-                       include_incomplete=args.all)
-    if not len(table) or "final_val_acc" not in table:
-        raise ConfigError(f"sweep {args.sweep!r} has no finished runs with metrics yet "
-                          f"({table.attrs.get('excluded', 0)} incomplete; --all includes them)")
-    note = f" ({table.attrs['excluded']} incomplete run(s) left out; --all includes them)" \
-        if table.attrs.get("excluded") else ""
-    title = f"{args.sweep} ({len(table)} runs)"
+    store = Store(args.store)
+    tables = [runs_table(store, name, fields, threshold=args.threshold, include_incomplete=args.all)
+              for name in sweeps]
+    for name, t in zip(sweeps, tables):
+        if not len(t) or "final_val_acc" not in t:
+            raise ConfigError(f"sweep {name!r} has no finished runs with metrics yet "
+                              f"({t.attrs.get('excluded', 0)} incomplete; --all includes them)")
+    excluded = sum(t.attrs.get("excluded", 0) for t in tables)
+    if len(tables) == 1:
+        table = tables[0]
+    else:  # one curve per sweep: the sweep's name is the curve's key
+        table = pd.concat([t.assign(sweep=name) for name, t in zip(sweeps, tables)], ignore_index=True)
+        args = argparse.Namespace(**{**vars(args), "by": "sweep"})
+    note = f" ({excluded} incomplete run(s) left out; --all includes them)" if excluded else ""
+    title = f"{', '.join(sweeps)} ({len(table)} runs)"
     result = {"efficiency": _efficiency, "critical": _critical, "phase": _phase}[args.kind](
         table, x, y, args, title)
     if args.json:
-        print(json.dumps({"sweep": args.sweep, "kind": args.kind, "runs": len(table),
-                          "excluded": table.attrs.get("excluded", 0), **result}, default=_clean))
+        print(json.dumps({"sweep": sweeps[0] if len(sweeps) == 1 else sweeps, "kind": args.kind, "runs": len(table),
+                          "excluded": excluded, **result}, default=_clean))
     elif note:
         print(note.strip(), file=sys.stderr)
     if args.output:
@@ -186,11 +201,13 @@ def _efficiency(table, x, y, args, title) -> dict:
         plot_data_efficiency(eff, args.output, title=f"{title}: steps to {args.threshold:.0%} val acc")
     if not args.json:
         keys = ([args.by] if args.by else []) + [x]
-        print(f"{'  '.join(f'{k:>18}' for k in keys)}  {'runs':>4} {'gen':>4} {'median steps':>13} "
+        records = eff.to_dict("records")
+        width = {k: max([18, len(k)] + [len(_fmt(r[k])) for r in records]) for k in keys}
+        print(f"{'  '.join(f'{k:>{width[k]}}' for k in keys)}  {'runs':>4} {'gen':>4} {'median steps':>13} "
               f"{'mean (gen.)':>12}")
-        for r in eff.to_dict("records"):
+        for r in records:
             med = ("> " if r["median_is_lower_bound"] else "") + _fmt(r["median"])
-            print(f"{'  '.join(f'{_fmt(r[k]):>18}' for k in keys)}  {r['n_total']:>4} "
+            print(f"{'  '.join(f'{_fmt(r[k]):>{width[k]}}' for k in keys)}  {r['n_total']:>4} "
                   f"{r['n_total'] - r['n_censored']:>4} {med:>13} {_fmt(r['mean_generalized']):>12}")
     return {"x": x, "threshold": args.threshold, "table": _records(eff)}
 
@@ -231,7 +248,7 @@ def _phase(table, x, y, args, title) -> dict:
 
     for f in (x, y):
         if table[f].nunique() < 2:
-            raise ConfigError(f"--kind phase needs two swept fields; {f} takes one value in {args.sweep!r} "
+            raise ConfigError(f"--kind phase needs two swept fields; {f} takes one value in {args.sweep[0]!r} "
                               f"(swept: {', '.join(table.attrs['swept']) or 'none'})")
     pd_ = phase_diagram(table, x=x, y=y)
     if args.output:
@@ -264,7 +281,8 @@ def register(add) -> None:
     sp.add_argument("--json", action="store_true", help="print a JSON report at the end (progress on stderr)")
 
     sp = add("analyze", cmd_analyze, "analyse a sweep: data efficiency, critical data size, phase diagram")
-    sp.add_argument("sweep", help="sweep name (see `groklab ls`)")
+    sp.add_argument("sweep", nargs="+", help="sweep name (see `groklab ls`); several: their data-efficiency "
+                                             "curves in one figure, one per sweep")
     sp.add_argument("--kind", choices=KINDS, default="efficiency", help="which analysis (default efficiency)")
     sp.add_argument("--x", help="swept field on the x axis (default data.frac_train; phase: optim.lr)")
     sp.add_argument("--y", help="phase: field on the y axis (default optim.weight_decay)")
