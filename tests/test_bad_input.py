@@ -173,6 +173,12 @@ CORPUS = [
     ("store-newer-schema", ["ls"], _schema(99), "has schema version 99, newer than"),
     ("store-not-sqlite", ["ls"], _not_a_db, "is not a groklab store"),
     ("show-missing-run", ["show", "99"], None, "run 99 is not in the store"),
+    ("merge-no-source", ["merge", f"{T}/nowhere"], None, "no store at"),
+    ("merge-itself", ["merge", S], None, "is the store being merged into"),
+    ("merge-unknown-sweep", ["merge", f"{T}/other", "--sweep", "nope"], lambda tmp, store: shutil.copytree(
+        store, tmp / "other"), "sweep 'nope' has no runs in"),
+    ("merge-newer-schema", ["merge", f"{T}/other"], lambda tmp, store: (
+        shutil.copytree(store, tmp / "other"), _schema(99)(tmp, tmp / "other")), "has schema version 99, newer than"),
     ("resume-missing-run", ["resume", "99"], None, "run 99 is not in the store"),
     ("plot-missing-run", ["plot", "99"], None, "run 99 is not in the store"),
     ("show-every-zero", ["show", "1", "--table", "--every", "0"], None, "--every=0 must be at least 1"),
@@ -220,7 +226,7 @@ def test_bad_input_one_line_exit_2_nothing_written(case, template, tmp_path, cap
         setup(tmp_path, store)
     capsys.readouterr()
     before = _snapshot(store) if name not in ("store-newer-schema", "store-not-sqlite") else None
-    argv = [a.replace(T, str(tmp_path)) for a in argv]
+    argv = [a.replace(T, str(tmp_path)).replace(S, str(store)) for a in argv]
     if argv[0] not in ("frobnicate", "presets"):
         argv += ["--store", str(store)]
     try:

@@ -96,6 +96,25 @@ def cmd_extend(args) -> int:
     return 0
 
 
+def cmd_merge(args) -> int:
+    from .merge import merge
+    from .store import Store
+
+    store = Store(args.store)
+    rep = merge(args.source, store, sweep=args.sweep)
+    if args.json:
+        print(json.dumps({"source": rep.source, "store": str(store.paths.root), "groups": rep.groups,
+                          "merged": [{"source": a, "here": b} for a, b in rep.merged.items()],
+                          "skipped": rep.skipped}))
+        return 0
+    ids = sorted(rep.merged.values())
+    span = f" (here {ids[0]}-{ids[-1]})" if ids else ""
+    print(f"merged {len(ids)} run(s) in {rep.groups} group(s) from {rep.source} into {store.paths.root}{span}")
+    for gid, why in rep.skipped.items():
+        print(f"  group {gid} left out: {why}")
+    return 0
+
+
 def _shown_status(row: dict) -> str:
     """`lost` for a `running` row whose process is gone (killed, host rebooted)."""
     from .store import liveness
@@ -272,6 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--device", help="train on this device (auto, cpu, cuda, cuda:N) instead of the stored one")
     sp.add_argument("--json", action="store_true")
     sp.add_argument("-q", "--quiet", action="store_true")
+
+    sp = add("merge", cmd_merge, "copy another store's runs (rows, metrics, checkpoints) into this one")
+    sp.add_argument("source", help="the other store's directory (read only)")
+    sp.add_argument("--sweep", help="only the groups with runs of this sweep")
+    sp.add_argument("--json", action="store_true")
 
     sp = add("ls", cmd_ls, "list stored runs")
     sp.add_argument("--sweep", help="only runs of this sweep")

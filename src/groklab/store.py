@@ -156,11 +156,14 @@ class Store:
         timeout: seconds a writer waits for another process's transaction before a
             :class:`StoreError` says the store is locked (default ``$GROKLAB_STORE_TIMEOUT``,
             else 120).
+        read_only: open an existing store for reading only: nothing is created or migrated (an
+            older schema's missing columns read as absent), every write fails with `StoreError`.
     """
 
-    def __init__(self, root: str | Path | None = None, timeout: float | None = None):
+    def __init__(self, root: str | Path | None = None, timeout: float | None = None, read_only: bool = False):
         self.paths = RunPaths(Path(root) if root else default_root())
         self.timeout = _lock_timeout() if timeout is None else timeout
+        self.read_only = read_only
         self._conn: sqlite3.Connection | None = None
 
     @property
@@ -170,6 +173,8 @@ class Store:
         return self._conn
 
     def _open(self) -> sqlite3.Connection:
+        if self.read_only:
+            return self._open_read_only()
         root = self.paths.root
         try:
             root.mkdir(parents=True, exist_ok=True)
@@ -194,6 +199,36 @@ class Store:
             if isinstance(e, sqlite3.Error):
                 raise self._error(e) from None
             raise
+        return conn
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        db = self.paths.db
+        if not db.is_file():
+            raise StoreError(f"no store at {str(self.paths.root)!r} (no {db.name} there)")
+        uri = db.resolve().as_uri()
+        conn = None
+        try:
+            try:
+                conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=self.timeout, isolation_level=None)
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+            except sqlite3.OperationalError as e:
+                # A WAL store in a directory this process may not write (a copy handed back read-only)
+                # opens only as immutable; that is exact when no write-ahead log holds unmerged pages.
+                if "unable to open" not in str(e) or Path(f"{db}-wal").exists():
+                    raise
+                if conn is not None:
+                    conn.close()
+                conn = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+            conn.row_factory = sqlite3.Row
+        except sqlite3.Error as e:
+            if conn is not None:
+                conn.close()
+            raise self._error(e) from None
+        if version > SCHEMA_VERSION:
+            conn.close()
+            raise StoreError(f"store {str(db)!r} has schema version {version}, newer than this "
+                             f"groklab's ({SCHEMA_VERSION}); upgrade groklab to read it")
         return conn
 
     def _wal(self, conn: sqlite3.Connection) -> None:
@@ -311,6 +346,25 @@ class Store:
                      env.get("groklab_version"), env.get("torch_version"), env.get("git_sha"),
                      host, pid, pstart, time.time(), parent))
                 ids.append(int(cur.lastrowid))
+        return ids
+
+    def add_rows(self, rows: list[dict[str, Any]], metrics: list[list[tuple[int, str, float]]]) -> list[int]:
+        """Insert rows as another store holds them (`groklab merge`: every field but the id, as
+        `list()` returns it) with each row's metrics (step, key, value), in one transaction;
+        return the new ids in order."""
+        cols = ("name", "created", "updated", "status", "group_id", "member", "sweep", "groklab_version",
+                "torch_version", "git_sha", "owner_host", "owner_pid", "owner_start", "heartbeat", "parent")
+        ids = []
+        with self._tx() as conn:
+            for row, mets in zip(rows, metrics, strict=True):
+                cur = conn.execute(f"INSERT INTO runs ({', '.join(cols)}, cfg_json, summary_json) VALUES "
+                                   f"({', '.join('?' * (len(cols) + 2))})",
+                                   [row.get(c) for c in cols] + [json.dumps(row["config"], sort_keys=True),
+                                                                 json.dumps(row["summary"])])
+                rid = int(cur.lastrowid)
+                conn.executemany("INSERT INTO metrics (run_id, step, key, value) VALUES (?,?,?,?)",
+                                 [(rid, int(step), key, value) for step, key, value in mets])
+                ids.append(rid)
         return ids
 
     def log_metrics(self, rows: Iterable[tuple[int, int, str, float]]) -> None:

@@ -1,0 +1,146 @@
+"""`groklab merge`: another store's groups copied in whole (rows, metrics, files) under new ids,
+the source only read, nothing here overwritten, and what cannot come over left with a reason."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import sqlite3
+
+import pytest
+import torch
+
+from groklab.api import extend, load_run, load_weights, run
+from groklab.cli import main
+from groklab.config import ConfigError
+from groklab.merge import merge
+from groklab.store import SCHEMA_VERSION, Store, StoreError, _proc_start
+
+from test_robustness import SCHEMA_1
+
+FAST = ["data.p=23", "train.steps=40", "train.eval_every=10", "train.threads=1", "train.device=cpu"]
+SAME = ["name", "status", "config", "summary", "sweep", "created", "updated", "member", "group_id",
+        "groklab_version", "torch_version", "git_sha"]
+
+
+def _digest(root) -> dict:
+    """Every file's bytes, the database's included (SQLite's -wal / -shm working files aside: a
+    reader may create them, empty of changes)."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and not p.name.endswith(("-wal", "-shm"))}
+
+
+@pytest.fixture
+def source(tmp_path):
+    """A store with a two-seed ensemble of a sweep, a solo run, its extension, and a file a hook
+    left in the solo run's folder."""
+    st = Store(tmp_path / "src")
+    run("quickstart", FAST, seeds=[0, 1], store=st, sweep="sw")
+    solo = run("quickstart", FAST, store=st)
+    (st.paths.group_dir(solo.group) / "snapshots").mkdir()
+    (st.paths.group_dir(solo.group) / "snapshots" / "step-40.safetensors").write_bytes(b"snapshot bytes")
+    extend(solo.run_id, 60, st)
+    st.close()
+    return st
+
+
+def test_merge_copies_groups_whole_under_new_ids_and_twice_adds_nothing(source, tmp_path):
+    dst = Store(tmp_path / "dst")
+    run("quickstart", FAST, store=dst)  # ids 1.. are taken here
+    before = _digest(source.paths.root)
+    rep = merge(source.paths.root, dst)
+    assert rep.groups == 3 and rep.skipped == {} and sorted(rep.merged) == [1, 2, 3, 4]
+    assert sorted(rep.merged.values()) == [2, 3, 4, 5]
+    src = Store(source.paths.root, read_only=True)
+    for a, b in rep.merged.items():
+        theirs, ours = src.get(a), dst.get(b)
+        assert {k: theirs[k] for k in SAME} == {k: ours[k] for k in SAME}
+        assert src.metrics(a).equals(dst.metrics(b))
+        mine, orig = load_weights(b, dst), load_weights(a, src)
+        assert mine.keys() == orig.keys() and all(torch.equal(mine[k], orig[k]) for k in orig)
+    assert dst.get(rep.merged[4])["parent"] == rep.merged[3]  # the extension names its parent's new id
+    solo_group = dst.get(rep.merged[3])["group_id"]
+    assert (dst.paths.group_dir(solo_group) / "snapshots" / "step-40.safetensors").read_bytes() == b"snapshot bytes"
+    assert load_run(rep.merged[1], dst).sweep == "sw"
+    src.close()
+    assert _digest(source.paths.root) == before  # the source is only read
+
+    rows, metrics = len(dst.list()), dst.conn.execute("SELECT COUNT(*) FROM metrics").fetchone()[0]
+    again = merge(source.paths.root, dst)
+    assert again.groups == 0 and again.merged == {} and set(again.skipped.values()) == {"already in this store"}
+    assert len(dst.list()) == rows and dst.conn.execute("SELECT COUNT(*) FROM metrics").fetchone()[0] == metrics
+
+
+def test_merge_by_sweep_takes_only_its_groups_and_a_merged_run_resumes(source, tmp_path):
+    dst = Store(tmp_path / "dst")
+    rep = merge(source.paths.root, dst, sweep="sw")
+    assert rep.groups == 1 and [r["name"] for r in dst.list()] == ["quickstart-s0", "quickstart-s1"]
+    with pytest.raises(ConfigError, match=r"sweep 'nope' has no runs in .*; its sweeps: sw"):
+        merge(source.paths.root, dst, sweep="nope")
+    rep = merge(source.paths.root, dst)  # the rest, the ensemble left as it is
+    assert rep.groups == 2 and list(rep.skipped.values()) == ["already in this store"]
+
+
+def test_merge_leaves_out_what_is_training_or_does_not_verify(source, tmp_path):
+    src = Store(source.paths.root)
+    ens, solo, ext = (src.group(g) for g in dict.fromkeys(r["group_id"] for r in src.list()))
+    ppid = os.getppid()  # a live process other than this one "trains" the ensemble
+    src.conn.execute("UPDATE runs SET status='running', owner_pid=?, owner_start=?, owner_host=? WHERE group_id=?",
+                     (ppid, _proc_start(ppid), socket.gethostname(), ens[0]["group_id"]))
+    ckpt = src.paths.checkpoint(solo[0]["group_id"])
+    data = bytearray(ckpt.read_bytes())
+    data[-5] ^= 0x40
+    ckpt.write_bytes(bytes(data))
+    src.close()
+    dst = Store(tmp_path / "dst")
+    rep = merge(source.paths.root, dst)
+    assert rep.groups == 1 and list(rep.merged) == [ext[0]["id"]]
+    assert dst.get(rep.merged[ext[0]["id"]])["parent"] is None  # its parent did not come over
+    why = rep.skipped
+    assert why[ens[0]["group_id"]].startswith(f"run 1 is training (process {ppid} on ")
+    assert why[solo[0]["group_id"]].startswith("its checkpoint does not verify")
+    assert not dst.paths.group_dir(solo[0]["group_id"]).exists()  # no folder without rows
+
+
+def test_a_failed_insert_leaves_no_folder_behind(source, tmp_path, monkeypatch):
+    dst = Store(tmp_path / "dst")
+
+    def fail(*a, **k):
+        raise StoreError("disk full")
+    monkeypatch.setattr(dst, "add_rows", fail)
+    with pytest.raises(StoreError, match="disk full"):
+        merge(source.paths.root, dst)
+    assert dst.list() == [] and not any((dst.paths.root / "groups").iterdir())
+
+
+def test_read_only_store_reads_an_old_schema_without_migrating_it(tmp_path):
+    root = tmp_path / "old"
+    root.mkdir()
+    conn = sqlite3.connect(root / "groklab.db")
+    conn.executescript(SCHEMA_1)
+    conn.close()
+    ro = Store(root, read_only=True)
+    (row,) = ro.list()
+    assert row["name"] == "old" and row.get("parent") is None
+    with pytest.raises(StoreError, match="read-only"):
+        ro.update_runs({1: ("stopped", {})})
+    ro.close()
+    assert sqlite3.connect(root / "groklab.db").execute("PRAGMA user_version").fetchone()[0] == 1
+    dst = Store(tmp_path / "dst")
+    rep = merge(root, dst)
+    assert rep.groups == 1 and dst.get(rep.merged[1])["owner_pid"] is None
+    assert dst.metrics(rep.merged[1])["val_acc"].tolist() == [0.25]
+    assert dst.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    with pytest.raises(StoreError, match="no store at"):
+        Store(tmp_path / "none", read_only=True).conn
+
+
+def test_cli_merge_reports_what_it_did(source, tmp_path, capsys):
+    dst = ["--store", str(tmp_path / "dst")]
+    assert main(["merge", str(source.paths.root), *dst]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"merged 4 run(s) in 3 group(s) from {source.paths.root} into ") and "(here 1-4)" in out
+    assert main(["merge", str(source.paths.root), "--json", *dst]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["groups"] == 0 and rep["merged"] == [] and len(rep["skipped"]) == 3
