@@ -384,6 +384,13 @@ def test_reproduce_end_to_end_then_reuses_the_store(tmp_path, store):
     assert len(store.list()) == 1
     # the verdict is a function of the stored metrics: evaluating without training gives the same
     assert evaluate(claim, "quick", store).outcome == first.outcome
+    # and so in a store the runs were merged into (trained elsewhere, `groklab merge`)
+    from groklab.merge import merge
+    from groklab.store import Store
+    other = Store(tmp_path / "merged")
+    assert merge(store.paths.root, other).groups == 1
+    assert evaluate(claim, "quick", other).outcome == first.outcome
+    assert reproduce(claim, "quick", other, workers=1).new_runs == 0
     # the report's figure of the claim's runs
     from groklab.reproduce.markdown import markdown_table, write_figures
     rows = [again.as_dict()]
