@@ -68,16 +68,21 @@ def plot_data_efficiency(df: pd.DataFrame, path: str | Path | None = None, *, x:
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
     curves = [(None, df)] if group is None else list(df.groupby(group, sort=True))
+    # Curves censored at one budget would draw their triangles on top of each other: set them a
+    # little apart along x (a fraction of the grid's spacing), in curve order.
+    numeric = pd.api.types.is_numeric_dtype(df[x])
+    xs = np.unique(df[x].to_numpy(dtype=float)) if numeric else np.array([])
+    dodge = 0.5 * float(np.diff(xs).min()) / len(curves) if len(curves) > 1 and len(xs) > 1 else 0.0
     bound_labelled = False  # one legend entry for the triangles, whichever curve has them first
     for i, (gv, g) in enumerate(curves):
         g = g.sort_values(x)
         color = f"C{i}"
-        label = f"{group}={_fmt_tick(gv)}" if group is not None else "median"
+        label = "median" if group is None else str(gv) if group == "sweep" else f"{group}={_fmt_tick(gv)}"
         exact = g[~g["median_is_lower_bound"].astype(bool)]
         bound = g[g["median_is_lower_bound"].astype(bool)]
         ax.plot(g[x], g["median"], color=color, lw=1, alpha=0.5)
         ax.plot(exact[x], exact["median"], "o", color=color, label=label)
-        ax.plot(bound[x], bound["median"], "^", color=color, mfc="none", ms=8,
+        ax.plot(bound[x] + (i - (len(curves) - 1) / 2) * dodge, bound["median"], "^", color=color, mfc="none", ms=8,
                 label=None if bound_labelled or not len(bound) else "lower bound (censored)")
         bound_labelled = bound_labelled or bool(len(bound))
     ax.set_yscale("log")

@@ -174,7 +174,7 @@ def cmd_analyze(args) -> int:
         table = pd.concat([t.assign(sweep=name) for name, t in zip(sweeps, tables)], ignore_index=True)
         args = argparse.Namespace(**{**vars(args), "by": "sweep"})
     note = f" ({excluded} incomplete run(s) left out; --all includes them)" if excluded else ""
-    title = f"{', '.join(sweeps)} ({len(table)} runs)"
+    title = f"{sweeps[0] if len(sweeps) == 1 else f'{len(sweeps)} sweeps'} ({len(table)} runs)"
     result = {"efficiency": _efficiency, "critical": _critical, "phase": _phase}[args.kind](
         table, x, y, args, title)
     if args.json:
