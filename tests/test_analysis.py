@@ -399,6 +399,18 @@ def test_plots_write_png_and_svg(tmp_path, ext):
     plot_phase_diagram(diagram.majority)  # a bare pivot works too
 
 
+def test_curves_censored_at_one_budget_draw_their_triangles_apart():
+    """Two curves that never generalize at 0.4 and 0.5 would hide one's triangles under the
+    other's: each is set a little apart along x, the bound itself unchanged."""
+    both = pd.concat([runs([(0.4, None), (0.5, None)], sweep="a"), runs([(0.4, None), (0.5, 300)], sweep="b")])
+    fig = plot_data_efficiency(data_efficiency(both, group="sweep"))
+    tri = [ln for ln in fig.axes[0].get_lines() if ln.get_marker() == "^"]
+    a, b = (list(ln.get_xdata()) for ln in tri)
+    assert len(a) == 2 and len(b) == 1 and b[0] != a[0] and abs(b[0] - 0.4) < 0.05 and abs(a[0] - 0.4) < 0.05
+    assert all(list(ln.get_ydata()) == [5000] * len(ln.get_ydata()) for ln in tri)
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()][::2] == ["a", "b"]  # the sweep's name
+
+
 def test_plots_reject_unknown_format(tmp_path):
     eff = data_efficiency(runs([(0.3, 100)]))
     with pytest.raises(ValueError):
