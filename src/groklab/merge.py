@@ -46,11 +46,9 @@ def merge(source: str | Path, store: Store, sweep: str | None = None) -> MergeRe
             sweeps = sorted({r["sweep"] for r in src.list() if r["sweep"]})
             raise ConfigError(f"sweep {sweep!r} has no runs in {str(source)!r}; its sweeps: "
                               f"{', '.join(sweeps) or 'none'}")
-        groups: dict[str, list[dict]] = {}
-        for r in rows:  # in id order, so a run's parent (an earlier group) is merged before it
-            groups.setdefault(r["group_id"], [])
-        for gid in groups:  # the whole group, even members outside `sweep`
-            groups[gid] = src.group(gid)
+        # Whole groups (members outside `sweep` too), in id order: a run's parent, an earlier
+        # group, is merged before it.
+        groups = {gid: src.group(gid) for gid in dict.fromkeys(r["group_id"] for r in rows)}
         report = MergeReport(source=str(source))
         known: dict[int, int] = {}  # source id -> id here, of runs copied now or before (for parents)
         for gid, members in groups.items():
