@@ -103,6 +103,25 @@ def test_merge_leaves_out_what_is_training_or_does_not_verify(source, tmp_path):
     assert not dst.paths.group_dir(solo[0]["group_id"]).exists()  # no folder without rows
 
 
+def test_a_sweeps_reuse_of_a_run_comes_over_with_it(tmp_path):
+    from groklab.sweep import load_spec, run_sweep
+
+    src = Store(tmp_path / "src")
+    solo = run("quickstart", FAST, store=src)  # a plain run that the sweep below reuses
+    spec = load_spec({"name": "sw", "base": "quickstart", "set": FAST,
+                      "axes": {"data.frac_train": [0.4, 0.5]}, "seeds": [0]})
+    assert [r["id"] for r in run_sweep(spec, store=src, workers=1).plan.reused] == [solo.run_id]
+    src.close()
+    dst = Store(tmp_path / "dst")
+    run("quickstart", FAST + ["train.seed=3"], store=dst)  # ids differ here
+    rep = merge(src.paths.root, dst, sweep="sw")
+    assert rep.groups == 2
+    rows = dst.list(sweep="sw")
+    assert sorted(r["id"] for r in rows) == sorted(rep.merged.values())
+    assert {r["id"]: r["trained_in"] for r in rows}[rep.merged[solo.run_id]] is None
+    assert merge(src.paths.root, dst).groups == 0 and len(dst.list(sweep="sw")) == 2  # twice: the same
+
+
 def test_a_failed_insert_leaves_no_folder_behind(source, tmp_path, monkeypatch):
     dst = Store(tmp_path / "dst")
 
@@ -123,6 +142,7 @@ def test_read_only_store_reads_an_old_schema_without_migrating_it(tmp_path):
     ro = Store(root, read_only=True)
     (row,) = ro.list()
     assert row["name"] == "old" and row.get("parent") is None
+    assert ro.list(sweep="old") == [] and ro.reused() == []  # no reuse table in schema 1
     with pytest.raises(StoreError, match="read-only"):
         ro.update_runs({1: ("stopped", {})})
     ro.close()

@@ -391,6 +391,15 @@ def test_reproduce_end_to_end_then_reuses_the_store(tmp_path, store):
     assert merge(store.paths.root, other).groups == 1
     assert evaluate(claim, "quick", other).outcome == first.outcome
     assert reproduce(claim, "quick", other, workers=1).new_runs == 0
+    # and from a plain `groklab run` of the claim's exact config: reused, not trained again
+    from groklab.reproduce import specs
+    from groklab.sweep import expand
+    from groklab.train import train
+    plain = Store(tmp_path / "plain")
+    (solo,) = train(expand(specs(claim, "quick")["main"])[0], store=plain, progress=False)
+    assert plain.get(solo.run_id)["sweep"] is None
+    reused = reproduce(claim, "quick", plain, workers=1)
+    assert reused.new_runs == 0 and reused.runs == (solo.run_id,) and reused.outcome == first.outcome
     # the report's figure of the claim's runs
     from groklab.reproduce.markdown import markdown_table, write_figures
     rows = [again.as_dict()]

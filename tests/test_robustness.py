@@ -447,13 +447,15 @@ PRAGMA user_version=1;
 """
 
 
-# Schema 2 added the owner columns; 3 the `parent` a run continues.
+# Schema 2 added the owner columns; 3 the `parent` a run continues; 4 the runs sweeps reuse.
 SCHEMA_2 = SCHEMA_1.replace("PRAGMA user_version=1;", "".join(
     f"ALTER TABLE runs ADD COLUMN {c};" for c in ("owner_host TEXT", "owner_pid INTEGER", "owner_start TEXT",
                                                   "heartbeat REAL")) + "PRAGMA user_version=2;")
+SCHEMA_3 = SCHEMA_2.replace("PRAGMA user_version=2;", "ALTER TABLE runs ADD COLUMN parent INTEGER "
+                            "REFERENCES runs(id) ON DELETE SET NULL; PRAGMA user_version=3;")
 
 
-@pytest.mark.parametrize("script", [SCHEMA_1, SCHEMA_2], ids=["schema-1", "schema-2"])
+@pytest.mark.parametrize("script", [SCHEMA_1, SCHEMA_2, SCHEMA_3], ids=["schema-1", "schema-2", "schema-3"])
 def test_old_store_is_migrated(tmp_path, script):
     root = tmp_path / "runs"
     root.mkdir()
@@ -461,14 +463,16 @@ def test_old_store_is_migrated(tmp_path, script):
     conn.executescript(script)
     conn.close()
     store = Store(root)
-    assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     (old,) = store.list()
     assert old["name"] == "old" and old["owner_pid"] is None and liveness(old) is None  # unknown, not lost
     assert old["parent"] is None  # continues no run
     assert store.metrics(old["id"])["val_acc"].tolist() == [0.25]
     (res,) = train(tiny(steps=5), store=store, progress=False)
     assert store.get(res.run_id)["owner_pid"] == os.getpid()
-    assert Store(root).conn.execute("PRAGMA user_version").fetchone()[0] == 3  # a second open: no re-migration
+    store.reuse("sw", [old["id"]])  # the reuse table is there
+    assert [r["trained_in"] for r in store.list(sweep="sw")] == [None] and store.reused() == [("sw", old["id"])]
+    assert Store(root).conn.execute("PRAGMA user_version").fetchone()[0] == 4  # a second open: no re-migration
 
 
 def test_closed_pipe_ends_quietly(tmp_path):

@@ -37,7 +37,7 @@ def test_store_round_trip(store):
 
 def test_schema_version(store):
     train(tiny(steps=5), store=store, progress=False)
-    assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -172,6 +173,44 @@ def test_rerun_skips_finished_runs_without_duplicates(tmp_path):
     assert len(second.plan.done) == 2 and second.plan.groups == [] and second.outcomes == []
     third = run_sweep(tiny_spec(fracs=(0.3, 0.5, 0.7)), store=store, workers=1)  # a grown sweep trains the new point
     assert third.plan.n_new == 1 and len(store.list(sweep="t")) == 3
+
+
+def test_a_sweep_reuses_a_finished_run_of_a_point_stored_outside_it(tmp_path):
+    """A point that a plain run (or another sweep) already trained, with the same config, is not
+    trained again: the sweep records the run as its own and every reader of the sweep sees it."""
+    store = Store(tmp_path / "runs")
+    spec = tiny_spec()
+    point = expand(spec)[0]
+    (solo,) = train(point, store=store, progress=False)  # `groklab run` of the 0.3 point
+    report = run_sweep(spec, store=store, workers=1)
+    assert [r["id"] for r in report.plan.reused] == [solo.run_id] and report.plan.n_new == 1
+    assert len(report.plan.done) == 1 and "1 of them stored outside the sweep, reused" in report.plan.describe()
+    rows = store.list(sweep="t")
+    assert [r["id"] for r in rows][0] == solo.run_id and len(rows) == 2
+    assert [r["sweep"] for r in rows] == ["t", "t"] and [r["trained_in"] for r in rows] == [None, "t"]
+    assert store.get(solo.run_id)["sweep"] is None  # the run itself is unchanged
+    assert sorted(runs_table(store, "t")["data.frac_train"]) == [0.3, 0.5]
+    again = run_sweep(spec, store=store, workers=1)  # recorded: the next plan finds it in the sweep
+    assert again.plan.groups == [] and again.plan.reused == [] and len(again.plan.done) == 2
+    # another sweep reuses both; --no-reuse trains its own
+    assert len(run_sweep(tiny_spec("u"), store=store, workers=1).plan.reused) == 2
+    fresh = run_sweep(tiny_spec("v"), store=store, workers=1, reuse=False)
+    assert fresh.plan.reused == [] and fresh.plan.n_new == 2 and len(store.list()) == 4
+    # the retrained runs equal the reused ones (what a reuse relies on: same config, same numbers)
+    by_frac = lambda name: {r["config"]["data"]["frac_train"]: r["summary"]["val_loss"]  # noqa: E731
+                            for r in store.list(sweep=name)}
+    assert by_frac("v") == by_frac("t")
+    # a different config (one more step) is not reused
+    other = run_sweep(tiny_spec("w", fracs=(0.3,), extra=["train.steps=61"]), store=store, workers=1)
+    assert other.plan.reused == [] and other.plan.n_new == 1
+
+
+def test_a_sweep_with_hooks_does_not_reuse_a_run_trained_without_them(tmp_path):
+    store = Store(tmp_path / "runs")
+    spec = replace(tiny_spec(fracs=(0.3,)), hooks=(("correct_logit", "{}"),))
+    train(expand(spec)[0], store=store, progress=False)
+    plan = plan_sweep("t", expand(spec), store, workers=1, hooks=spec.hooks)
+    assert plan.reused == [] and plan.n_new == 1
 
 
 @PROCESSES
@@ -416,6 +455,12 @@ def test_cli_sweep_end_to_end(tmp_path, capsys):
     assert report["workers"] == 2 and [t["status"] for t in report["trained"]] == ["finished", "finished"]
     assert main(grid) == 0
     assert "2 done (skipped)" in capsys.readouterr().out
+    # another sweep of the same points reuses them; --no-reuse trains them again
+    other = [a if a != "e2e" else "e2e-again" for a in grid]
+    assert main(other + ["--dry-run", "--no-reuse"]) == 0 and "2 to train" in capsys.readouterr().out
+    assert main(other + ["--json"]) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["done"] == 2 and sorted(again["reused"]) == sorted(t["run_id"] for t in report["trained"]) and again["trained"] == []
     png = tmp_path / "eff.png"
     assert main(["analyze", "e2e", "--store", root, "--kind", "efficiency", "-o", str(png), "--json"]) == 0
     eff = json.loads(capsys.readouterr().out)

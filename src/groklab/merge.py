@@ -6,7 +6,8 @@ back, one of several stores written side by side — so that one store holds the
 config, summary, sweep, versions, owner), every metric, and its folder (checkpoint, snapshots,
 hooks) come over under new run ids, or it is left with a reason. Nothing in this store is
 overwritten and the source is only read: a group already here is skipped (merging twice adds
-nothing), as is one still training in another process or whose checkpoint does not verify.
+nothing), as is one still training in another process or whose checkpoint does not verify. A
+sweep's reuse of a run trained outside it (`Store.reuse`) comes over with the run.
 """
 from __future__ import annotations
 
@@ -58,6 +59,10 @@ def merge(source: str | Path, store: Store, sweep: str | None = None) -> MergeRe
             else:
                 report.groups += 1
                 report.merged.update({r["id"]: known[r["id"]] for r in members})
+        # The runs the source's sweeps reuse (`Store.reuse`) stay theirs here.
+        for name, rid in src.reused():
+            if rid in known and sweep in (None, name):
+                store.reuse(name, [known[rid]])
         return report
     finally:
         src.close()

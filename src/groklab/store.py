@@ -28,7 +28,8 @@ from typing import Any, Iterable, Iterator
 
 import pandas as pd
 
-SCHEMA_VERSION = 3  # 2: owner_host, owner_pid, owner_start, heartbeat (who runs a `running` row); 3: parent
+SCHEMA_VERSION = 4  # 2: owner_host, owner_pid, owner_start, heartbeat (who runs a `running` row); 3: parent;
+# 4: sweep_reuse (finished runs a sweep counts as its own without having trained them)
 STATUSES = ("running", "finished", "diverged", "stopped", "failed")
 TERMINAL = ("finished", "diverged")  # complete: a sweep skips these, analyses read them; the rest resume
 STALE_S = 600.0  # a `running` row on another host without a heartbeat for this long counts as lost
@@ -38,6 +39,14 @@ LOCK_TIMEOUT_S = 120.0  # how long a writer waits for another's transaction befo
 class StoreError(RuntimeError):
     """The store cannot be used (locked, read-only, disk full, corrupt, newer schema): the message
     names the store and what to do. The CLI prints it as one line and exits with code 2."""
+
+# A finished run that a sweep found stored outside it (a `groklab run`, another sweep's run) with the
+# config of one of its points: the sweep reads it as its own instead of training it again.
+_REUSE_TABLE = """CREATE TABLE IF NOT EXISTS sweep_reuse (
+    sweep TEXT NOT NULL,
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    PRIMARY KEY (sweep, run_id)
+) WITHOUT ROWID"""
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS runs (
@@ -69,16 +78,18 @@ CREATE TABLE IF NOT EXISTS metrics (
     value REAL,
     PRIMARY KEY (run_id, key, step)
 ) WITHOUT ROWID;
+{_REUSE_TABLE};
 """
 
 
 # The statements that take a store of schema version v to v + 1, by v. Added columns are NULL for
 # old rows: 1 → 2 the owner columns (their liveness is unknown), 2 → 3 the run a row continues
-# (`groklab extend`; old rows continue none).
+# (`groklab extend`; old rows continue none), 3 → 4 the runs sweeps reuse (none yet).
 _MIGRATIONS = {
     1: [f"ALTER TABLE runs ADD COLUMN {c}" for c in
         ("owner_host TEXT", "owner_pid INTEGER", "owner_start TEXT", "heartbeat REAL")],
     2: ["ALTER TABLE runs ADD COLUMN parent INTEGER REFERENCES runs(id) ON DELETE SET NULL"],
+    3: [_REUSE_TABLE],
 }
 
 
@@ -367,6 +378,13 @@ class Store:
                 ids.append(rid)
         return ids
 
+    def reuse(self, sweep: str, run_ids: Iterable[int]) -> None:
+        """Record that `sweep` counts these finished runs (trained outside it) as its own: from now
+        on `list(sweep=...)` returns them (the sweep planner's reuse; `groklab merge` carries it)."""
+        with self._tx() as conn:
+            conn.executemany("INSERT OR IGNORE INTO sweep_reuse (sweep, run_id) VALUES (?,?)",
+                             [(sweep, int(r)) for r in run_ids])
+
     def log_metrics(self, rows: Iterable[tuple[int, int, str, float]]) -> None:
         """Insert metric rows and refresh the heartbeat of their runs (one transaction)."""
         rows = list(rows)
@@ -412,13 +430,32 @@ class Store:
         return _row(rows[0])
 
     def list(self, sweep: str | None = None) -> list[dict[str, Any]]:
+        """Every run, or a sweep's: those it trained and those it reuses (:meth:`reuse`). A reused
+        run's row reads `sweep` as the sweep asked for and `trained_in` as its own tag (None for a
+        plain `groklab run`); every other row has `trained_in` equal to `sweep`."""
         if not self.exists():
             return []
         if sweep is None:
-            rows = self._read("SELECT * FROM runs ORDER BY id")
-        else:
-            rows = self._read("SELECT * FROM runs WHERE sweep=? ORDER BY id", (sweep,))
-        return [_row(r) for r in rows]
+            return [_row(r) for r in self._read("SELECT * FROM runs ORDER BY id")]
+        rows = [_row(r) for r in self._read("SELECT * FROM runs WHERE sweep=? ORDER BY id", (sweep,))]
+        for r in rows:
+            r["trained_in"] = sweep
+        if self._has_table("sweep_reuse"):  # a read-only store of schema < 4 has none
+            for r in self._read("SELECT runs.* FROM runs JOIN sweep_reuse ON sweep_reuse.run_id = runs.id"
+                                " WHERE sweep_reuse.sweep=? AND (runs.sweep IS NULL OR runs.sweep != ?)",
+                                (sweep, sweep)):
+                row = _row(r)
+                rows.append({**row, "sweep": sweep, "trained_in": row["sweep"]})
+        return sorted(rows, key=lambda r: r["id"])
+
+    def reused(self) -> list[tuple[str, int]]:
+        """Every (sweep, run id) pair recorded by :meth:`reuse`."""
+        if not self.exists() or not self._has_table("sweep_reuse"):
+            return []
+        return [(r[0], int(r[1])) for r in self._read("SELECT sweep, run_id FROM sweep_reuse ORDER BY run_id")]
+
+    def _has_table(self, name: str) -> bool:
+        return bool(self._read("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)))
 
     def group(self, group: str) -> list[dict[str, Any]]:
         rows = self._read("SELECT * FROM runs WHERE group_id=? ORDER BY member", (group,))

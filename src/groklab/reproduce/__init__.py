@@ -143,7 +143,7 @@ def _over_budget(claim: Claim, size: str, cpu_budget: float, backend: str) -> bo
 
 def reproduce(claim: Claim, size: str, store, *, backend: str = "local", workers: int | None = None,
               overrides: tuple[str, ...] = (), cpu_budget: float = 30.0, address: str | None = None,
-              max_retries: int = 2, storage=None,
+              max_retries: int = 2, storage=None, reuse: bool = True,
               on_group: Callable[[str, Any], None] = lambda g, plan: None) -> ClaimResult:
     """Run (or reuse) what `claim` needs at `size`, then judge it from the store.
 
@@ -151,7 +151,8 @@ def reproduce(claim: Claim, size: str, store, *, backend: str = "local", workers
         claim: the claim (see :func:`get_claim`).
         size: ``"quick"`` or ``"full"``.
         store: a :class:`groklab.store.Store`.
-        backend, workers, address, max_retries, storage: as for :func:`groklab.sweep.run_sweep`.
+        backend, workers, address, max_retries, storage, reuse: as for :func:`groklab.sweep.run_sweep`
+            (`reuse`: a finished run stored outside a claim's sweep with a run's exact config counts).
         overrides: dotted overrides for every run (they change which runs count).
         cpu_budget: minutes of one core; a size stated above it is not run on a CPU-only local
             backend (verdict ``needs GPU/cluster`` unless the store already holds its runs).
@@ -161,12 +162,12 @@ def reproduce(claim: Claim, size: str, store, *, backend: str = "local", workers
     """
     return reproduce_claims([claim], size, store, backend=backend, workers=workers, overrides=overrides,
                             cpu_budget=cpu_budget, address=address, max_retries=max_retries, storage=storage,
-                            on_group=lambda c, g, plan: on_group(g, plan))[0]
+                            reuse=reuse, on_group=lambda c, g, plan: on_group(g, plan))[0]
 
 
 def reproduce_claims(claims: list[Claim], size: str, store, *, backend: str = "local", workers: int | None = None,
                      overrides: tuple[str, ...] = (), cpu_budget: float = 30.0, address: str | None = None,
-                     max_retries: int = 2, storage=None,
+                     max_retries: int = 2, storage=None, reuse: bool = True,
                      on_group: Callable[[Claim, str, Any], None] = lambda c, g, plan: None,
                      on_result: Callable[[ClaimResult], None] = lambda r: None,
                      on_done: Callable[[Any], None] = lambda outcome: None) -> list[ClaimResult]:
@@ -199,7 +200,7 @@ def reproduce_claims(claims: list[Claim], size: str, store, *, backend: str = "l
     first = [spec for claim in claims for spec in groups[claim.id].values()]
     reports: dict[str, list] = {}
     for rep in train_stages(calls, store, first=first, backend=backend, workers=workers, address=address,
-                            max_retries=max_retries, storage=storage, on_done=on_done,
+                            max_retries=max_retries, storage=storage, reuse=reuse, on_done=on_done,
                             on_plan=lambda plan: plan.sweep in names and on_group(*names[plan.sweep], plan)):
         reports.setdefault(rep.spec.name, []).append(rep)
     counted = set()  # a sweep that several claims share counts for the first of them

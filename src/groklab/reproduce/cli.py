@@ -80,7 +80,8 @@ def cmd_reproduce(args) -> int:
 
     def on_group(claim, group, plan):
         if not args.json:
-            print(f"  {plan.sweep}: {plan.n_runs} run(s): {len(plan.done)} stored, {plan.n_resume} to resume, "
+            reused = f" ({len(plan.reused)} trained outside it, reused)" if plan.reused else ""
+            print(f"  {plan.sweep}: {plan.n_runs} run(s): {len(plan.done)} stored{reused}, {plan.n_resume} to resume, "
                   f"{plan.n_new} to train", file=sys.stderr)
 
     def on_done(outcome):

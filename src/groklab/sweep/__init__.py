@@ -47,7 +47,7 @@ def run_sweep(source: str | dict | SweepSpec, *, grid: dict[str, Sequence] | Non
               overrides: Sequence[str] = (), name: str | None = None, seeds: Any = None,
               store=None, backend: str = "local", pack: int | None = None, workers: int | None = None,
               address: str | None = None, max_retries: int = 2, storage=None, dry_run: bool = False,
-              on_plan: Callable[[Plan], None] | None = None,
+              reuse: bool = True, on_plan: Callable[[Plan], None] | None = None,
               on_done: Callable[[GroupOutcome], None] = lambda o: None) -> SweepReport:
     """Plan and execute a sweep (the Python side of `groklab sweep`).
 
@@ -65,6 +65,8 @@ def run_sweep(source: str | dict | SweepSpec, *, grid: dict[str, Sequence] | Non
         storage: Ray: a directory every node sees for the groups' stores and checkpoints while
             they run (default: the driver's store when the cluster runs on this host).
         dry_run: plan only.
+        reuse: count finished runs stored outside the sweep with a point's exact config as the
+            sweep's own instead of training them again (:func:`plan_sweep`).
         on_plan, on_done: callbacks with the plan and with each finished group.
     Returns:
         A :class:`SweepReport`.
@@ -73,13 +75,13 @@ def run_sweep(source: str | dict | SweepSpec, *, grid: dict[str, Sequence] | Non
         source, grid={k: tuple(v) for k, v in (grid or {}).items()}, overrides=list(overrides), name=name,
         seeds=seeds)
     return run_sweeps([spec], store=store, backend=backend, pack=pack, workers=workers, address=address,
-                      max_retries=max_retries, storage=storage, dry_run=dry_run, on_plan=on_plan,
+                      max_retries=max_retries, storage=storage, dry_run=dry_run, reuse=reuse, on_plan=on_plan,
                       on_done=on_done)[0]
 
 
 def run_sweeps(specs: Sequence[SweepSpec], *, store=None, backend: str = "local", pack: int | None = None,
                workers: int | None = None, address: str | None = None, max_retries: int = 2, storage=None,
-               dry_run: bool = False, on_plan: Callable[[Plan], None] | None = None,
+               dry_run: bool = False, reuse: bool = True, on_plan: Callable[[Plan], None] | None = None,
                on_done: Callable[[GroupOutcome], None] = lambda o: None) -> list[SweepReport]:
     """Plan several sweeps, each against the store, and execute their groups together
     (:func:`groklab.sweep.plan.join_plans`): the workers serve every sweep, so sweeps of one run
@@ -100,8 +102,8 @@ def run_sweeps(specs: Sequence[SweepSpec], *, store=None, backend: str = "local"
             stack.enter_context(ray_session(address))
             options = {"resources": ray_resources(), "threads": 1}
         hooks = {name: tuple(sorted({h for spec in same for h in spec.hooks})) for name, same in by_name.items()}
-        plans = {name: plan_sweep(name, c, st, pack=pack, workers=workers, hooks=hooks[name], **options)
-                 for name, c in cfgs.items()}
+        plans = {name: plan_sweep(name, c, st, pack=pack, workers=workers, hooks=hooks[name], reuse=reuse,
+                                  **options) for name, c in cfgs.items()}
         joint = join_plans(list(plans.values()), workers)
         executed = {name: replace(plan, groups=[g for g in joint.groups if g.sweep == name], workers=joint.workers,
                                   threads=joint.threads) for name, plan in plans.items()}
@@ -110,6 +112,9 @@ def run_sweeps(specs: Sequence[SweepSpec], *, store=None, backend: str = "local"
             if on_plan is not None:
                 on_plan(plan)
         if not dry_run:
+            for name, plan in plans.items():
+                if plan.reused:
+                    st.reuse(name, [r["id"] for r in plan.reused])
             t0 = time.perf_counter()
             for outcome in execute(joint, st, backend, on_done, address=address, max_retries=max_retries,
                                    storage=storage):

@@ -44,6 +44,9 @@ def add_execution_args(sp, workers: str = "parallel workers (default: one per co
     sp.add_argument("--retries", type=int, help="Ray: retries of a failed group (default 2)")
     sp.add_argument("--storage", help="Ray: a directory every node sees, for checkpoints while groups run, so a "
                                       "retried group resumes (default: the store, when the cluster is this host)")
+    sp.add_argument("--no-reuse", action="store_true",
+                    help="train every run, even one whose exact config the store holds finished outside the sweep "
+                         "(a `groklab run`, another sweep); by default such a run is reused")
 
 
 def execution_options(args) -> dict:
@@ -54,7 +57,8 @@ def execution_options(args) -> dict:
         if value is not None and value < low:
             raise ConfigError(f"--{flag}={value} must be at least {low}")
     return dict(backend=args.backend, address=args.address, workers=args.workers,
-                max_retries=2 if args.retries is None else args.retries, storage=args.storage)
+                max_retries=2 if args.retries is None else args.retries, storage=args.storage,
+                reuse=not args.no_reuse)
 
 
 # ---------------------------------------------------------------- groklab sweep
@@ -125,7 +129,8 @@ def cmd_sweep(args) -> int:
 def _json_report(report) -> dict:
     plan = report.plan
     return {
-        "sweep": plan.sweep, "runs": plan.n_runs, "done": len(plan.done), "resume": plan.n_resume,
+        "sweep": plan.sweep, "runs": plan.n_runs, "done": len(plan.done), "reused": [r["id"] for r in plan.reused],
+        "resume": plan.n_resume,
         "new": plan.n_new, "groups": [len(g) for g in plan.groups], "pack": plan.pack, "workers": plan.workers,
         "threads": plan.threads, "device": plan.resources.kind, "seconds": round(report.seconds, 3),
         "trained": [{"run_id": i, "name": c.name, "status": s, "group": o.group_id, "error": o.error,

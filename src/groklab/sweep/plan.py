@@ -211,7 +211,10 @@ class Plan:
     n_runs: int
     """Runs in the spec (after removing duplicate points)."""
     done: list[dict] = field(default_factory=list)
-    """Stored rows of runs already finished or diverged (skipped)."""
+    """Stored rows of runs already finished or diverged (skipped), those of `reused` among them."""
+    reused: list[dict] = field(default_factory=list)
+    """Finished runs stored outside the sweep (a `groklab run`, another sweep) with a point's config:
+    executing the plan records them as the sweep's (`Store.reuse`) instead of training them."""
     pack: int = 1
     workers: int = 1
     resources: Resources = field(default_factory=lambda: Resources(1))
@@ -235,7 +238,8 @@ class Plan:
         """Counts, grouping and execution, as printed by `groklab sweep`."""
         r = self.resources
         where = f"{r.gpus} GPU(s)" if r.kind == "gpu" else f"{r.cpus} CPU core(s)"
-        lines = [f"sweep {self.sweep}: {self.n_runs} runs — {len(self.done)} done (skipped), "
+        reused = f" ({len(self.reused)} of them stored outside the sweep, reused)" if self.reused else ""
+        lines = [f"sweep {self.sweep}: {self.n_runs} runs — {len(self.done)} done (skipped){reused}, "
                  f"{self.n_resume} to resume, {self.n_new} to train"
                  + (f", {len(self.busy)} training in another process (left to it)" if self.busy else "")
                  + (f"; {self.duplicates} duplicate point(s) dropped" if self.duplicates else "")]
@@ -298,7 +302,7 @@ def _execution(cfg: RunCfg, threads: int | str) -> RunCfg:
 
 def plan_sweep(sweep: str, cfgs: Sequence[RunCfg], store=None, *, pack: int | None = None,
                workers: int | None = None, resources: Resources | None = None, threads: int | None = None,
-               hooks: tuple[tuple[str, str], ...] = ()) -> Plan:
+               hooks: tuple[tuple[str, str], ...] = (), reuse: bool = True) -> Plan:
     """Plan a sweep against what the store already holds.
 
     Args:
@@ -312,6 +316,9 @@ def plan_sweep(sweep: str, cfgs: Sequence[RunCfg], store=None, *, pack: int | No
         threads: torch threads per run (default: 1 when several workers share the machine,
             else the config's own setting).
         hooks: hooks every new group trains with (`protocols.hooks.hook_specs`).
+        reuse: count a finished run stored outside the sweep with a point's exact config (what
+            it computes: :func:`run_key`) as done, rather than training the point again (not for
+            a sweep with hooks: a run trained without them lacks what they write).
     Returns:
         The :class:`Plan`.
     """
@@ -329,12 +336,17 @@ def plan_sweep(sweep: str, cfgs: Sequence[RunCfg], store=None, *, pack: int | No
             continue
         stored.setdefault(key, []).append(row)
 
+    # A group with hooks needs what they write (snapshots, probes), which a run trained without them lacks.
+    reusing = reuse and store is not None and not hooks
+    outside = _finished_outside(store, sweep, set(unique) - set(stored)) if reusing else {}
     done, busy, resume_ids, new = [], [], [], []
     for key, cfg in unique.items():
         rows = stored.get(key, [])
         finished = [r for r in rows if r["status"] in TERMINAL]
         if finished:
             done.append(finished[0])
+        elif key in outside:
+            done.append(outside[key])
         elif any(trained_elsewhere(r) for r in rows):
             busy.append(rows[0])
         elif rows:
@@ -353,9 +365,26 @@ def plan_sweep(sweep: str, cfgs: Sequence[RunCfg], store=None, *, pack: int | No
     groups = [Group(tuple(_execution(from_dict(RunCfg, r["config"]), threads) for r in store.group(gid)), gid, sweep)
               for gid in resume_ids]
     groups += [Group(tuple(_execution(c, threads) for c in g), sweep=sweep, hooks=hooks) for g in new_groups]
-    return Plan(sweep=sweep, groups=groups, n_runs=len(unique), done=done, busy=busy, pack=pack, workers=workers,
-                resources=res, threads=threads, duplicates=len(cfgs) - len(unique),
+    return Plan(sweep=sweep, groups=groups, n_runs=len(unique), done=done, reused=list(outside.values()), busy=busy,
+                pack=pack, workers=workers, resources=res, threads=threads, duplicates=len(cfgs) - len(unique),
                 stale=sum(len(rows) for key, rows in stored.items() if key not in unique))
+
+
+def _finished_outside(store, sweep: str, keys: set[str]) -> dict[str, dict]:
+    """Run key → the first finished (or diverged) run stored outside `sweep` with it, for `keys`."""
+    found: dict[str, dict] = {}
+    if not keys:
+        return found
+    for row in store.list():
+        if row["sweep"] == sweep or row["status"] not in TERMINAL:
+            continue
+        try:
+            key = run_key(from_dict(RunCfg, row["config"]))
+        except ConfigError:  # written by another groklab version
+            continue
+        if key in keys:
+            found.setdefault(key, row)
+    return found
 
 
 def join_plans(plans: Sequence[Plan], workers: int | None = None) -> Plan:
@@ -374,6 +403,6 @@ def join_plans(plans: Sequence[Plan], workers: int | None = None) -> Plan:
         threads = plans[0].threads
     return Plan(sweep=", ".join(p.sweep for p in plans), groups=groups,
                 n_runs=sum(p.n_runs for p in plans), done=[r for p in plans for r in p.done],
-                pack=max(p.pack for p in plans), workers=n, resources=res, threads=threads,
+                reused=[r for p in plans for r in p.reused], pack=max(p.pack for p in plans), workers=n, resources=res, threads=threads,
                 busy=[r for p in plans for r in p.busy], duplicates=sum(p.duplicates for p in plans),
                 stale=sum(p.stale for p in plans))
