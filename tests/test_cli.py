@@ -85,6 +85,10 @@ def test_extend_then_show_and_ls_name_the_run_it_continues(tmp_path, capsys):
     assert "extends run" not in capsys.readouterr().out
     assert main(["ls", "--json", *store]) == 0
     assert [(r["run_id"], r["parent"]) for r in json.loads(capsys.readouterr().out)] == [(1, None), (2, 1)]
+    assert main(["extend", "2", "--steps", "80", "--no-early-stop", "--json", "-q", *store]) == 0  # early stop off
+    from groklab.store import Store
+    assert json.loads(capsys.readouterr().out)["steps"] == 80
+    assert Store(tmp_path / "runs").get(3)["config"]["train"]["early_stop"] is False
 
 
 def test_show_names_the_lapses_and_spikes_after_the_fit(tmp_path, capsys):

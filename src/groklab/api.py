@@ -1,6 +1,7 @@
 """The Python API, mirroring the CLI: run, resume, extend, load_run."""
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -88,13 +89,16 @@ def resume(run_id: int, store: Store | str | Path | None = None, progress: bool 
 
 
 def extend(run_id: int, steps: int, store: Store | str | Path | None = None, progress: bool = False,
-           device: str | None = None) -> list[RunRecord]:
+           device: str | None = None, past_early_stop: bool = False) -> list[RunRecord]:
     """Train the group (ensemble or solo run) of the finished run `run_id` on to `steps`, as a new
     group: the original's metrics and last checkpoint are copied and it stays as it was.
 
     Batches, dropout and noise are functions of the seed and step, so the new runs equal runs
     trained to `steps` from the start (the same config otherwise). Members that stopped early
-    (`train.early_stop`) or diverged stay stopped; protocol hooks (snapshots) are not carried.
+    (`train.early_stop`) or diverged stay stopped, unless `past_early_stop`: then the new runs
+    have early stop off and the early-stopped members train on too, as runs trained to `steps`
+    without early stop would (in an ensemble, only when they stopped at the group's last step: the
+    members of a group train in step). Protocol hooks (snapshots) are not carried.
     """
     from .config import with_overrides
     from .store import TERMINAL
@@ -113,18 +117,31 @@ def extend(run_id: int, steps: int, store: Store | str | Path | None = None, pro
     have = cfgs[0].train.steps
     if not isinstance(steps, int) or steps <= have:
         raise ConfigError(f"steps={steps!r} must be an integer above the run's train.steps ({have})")
-    if not any(r["status"] == "finished" and r["summary"].get("steps") == have for r in rows):
-        raise ConfigError(f"run {run_id}'s group ended before its budget of {have} steps (early stop or "
-                          "divergence): none of its runs has anything to train on")
     if cfgs[0].optim.schedule == "cosine":  # its lr at every step depends on the budget
         raise ConfigError("optim.schedule='cosine' decays over train.steps: a longer budget changes the lr of "
                           "every step, so the extension would not be this run continued (constant or step: yes)")
     ckpt = st.paths.checkpoint(row["group_id"])
     if not ckpt.exists():
         raise ConfigError(f"run {run_id} has no checkpoint ({ckpt}) to continue from")
-    over = {"train.steps": steps, **({"train.device": device} if device is not None else {})}
+    # A truncated, tampered or pickled file is refused before anything is written.
+    at = json.loads(read_checkpoint(ckpt)[1]["meta"])["step"]
+    early = [r for r in rows if r["summary"].get("early_stopped")]
+    goes_on = [r for r in rows if r["status"] == "finished" and r["summary"].get("steps") == have]
+    if past_early_stop:
+        behind = [r for r in early if r["summary"].get("steps") != at]
+        if behind:
+            raise ConfigError(f"run {behind[0]['id']} stopped early at step {behind[0]['summary'].get('steps')}, "
+                              f"before its group's last step ({at}): an ensemble's members train in step, so it "
+                              "cannot go on from there; train its config again with train.early_stop=false")
+        goes_on += early
+    if not goes_on:
+        raise ConfigError(f"run {run_id}'s group ended before its budget of {have} steps (early stop or "
+                          "divergence): none of its runs has anything to train on"
+                          + ("; --no-early-stop trains an early-stopped run on" if early and not past_early_stop
+                             else ""))
+    over = {"train.steps": steps, **({"train.device": device} if device is not None else {}),
+            **({"train.early_stop": False} if past_early_stop else {})}
     new = [with_overrides(c, over) for c in cfgs]
-    read_checkpoint(ckpt)  # a truncated, tampered or pickled file is refused before anything is written
     group = uuid.uuid4().hex[:12]
     atomic_write(st.paths.checkpoint(group), ckpt.read_bytes(), "checkpoint")  # before the rows name it
     group, ids = create_group(st, new, group=group, parents=[r["id"] for r in rows])

@@ -91,7 +91,8 @@ def cmd_extend(args) -> int:
     from .api import extend
     from .store import Store
 
-    records = extend(args.run, args.steps, Store(args.store), progress=not args.quiet, device=args.device)
+    records = extend(args.run, args.steps, Store(args.store), progress=not args.quiet, device=args.device,
+                     past_early_stop=args.no_early_stop)
     _print_records(records, args.json, len(records) > 1)
     return 0
 
@@ -289,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("run", type=int)
     sp.add_argument("--steps", type=int, required=True, help="the new step budget (above the run's train.steps)")
     sp.add_argument("--device", help="train on this device (auto, cpu, cuda, cuda:N) instead of the stored one")
+    sp.add_argument("--no-early-stop", action="store_true",
+                    help="train early-stopped runs on too, with train.early_stop off (as the config trained to "
+                         "--steps without early stop)")
     sp.add_argument("--json", action="store_true")
     sp.add_argument("-q", "--quiet", action="store_true")
 

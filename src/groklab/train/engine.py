@@ -377,9 +377,12 @@ class _Run:
             meta = load_checkpoint(ckpt, self.flat, self.opt, self.noise_gens)
             self.start, self.wall_before = meta["step"], meta["wall"]
             self.members = _Members.from_json(meta["members"])
-            for i, c in enumerate(cfgs):  # finished at a step budget since raised (`api.extend`): train on
-                if self.members.status[i] == "finished" and not self.members.early[i] and self.start < c.train.steps:
-                    self.members.status[i] = "running"
+            # Finished at a step budget since raised (`api.extend`): train on; stopped early, only
+            # if early stop is now off (`extend --no-early-stop`).
+            for i, c in enumerate(cfgs):
+                early = self.members.early[i] and c.train.early_stop
+                if self.members.status[i] == "finished" and not early and self.start < c.train.steps:
+                    self.members.status[i], self.members.early[i] = "running", False
             self.hp.active.copy_(_col([1.0 if s == "running" else 0.0 for s in self.members.status], self.device))
         store.truncate_metrics(self.run_ids, self.start if ckpt.exists() else -1)
         for i, r in enumerate(self.run_ids):
