@@ -461,6 +461,11 @@ def test_cli_sweep_end_to_end(tmp_path, capsys):
     assert main(other + ["--json"]) == 0
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert again["done"] == 2 and sorted(again["reused"]) == sorted(t["run_id"] for t in report["trained"]) and again["trained"] == []
+    assert main(["ls", "--store", root, "--sweep", "e2e-again"]) == 0
+    listed = capsys.readouterr().out
+    assert listed.count("finished*") == 2 and "*: 2 run(s) trained outside sweep e2e-again" in listed
+    assert main(["ls", "--store", root, "--sweep", "e2e-again", "--json"]) == 0
+    assert {r["trained_in"] for r in json.loads(capsys.readouterr().out)} == {"e2e"}
     png = tmp_path / "eff.png"
     assert main(["analyze", "e2e", "--store", root, "--kind", "efficiency", "-o", str(png), "--json"]) == 0
     eff = json.loads(capsys.readouterr().out)

@@ -133,19 +133,26 @@ def cmd_ls(args) -> int:
     rows = store.list(sweep=args.sweep)
     if args.json:
         print(json.dumps([{"run_id": r["id"], "name": r["name"], "status": r["status"], "alive": liveness(r),
-                           "created": r["created"], "sweep": r["sweep"], "parent": r["parent"],
-                           **{k: _clean(r["summary"].get(k)) for k in JSON_KEYS[2:]}} for r in rows]))
+                           "created": r["created"], "sweep": r["sweep"], "trained_in": r.get("trained_in", r["sweep"]),
+                           "parent": r["parent"], **{k: _clean(r["summary"].get(k)) for k in JSON_KEYS[2:]}}
+                          for r in rows]))
         return 0
     print(f"{'id':>4}  {'name':<28} {'status':<9} {'steps':>7} {'train':>6} {'val':>6} {'step_train_99':>13} {'step_val_99':>11}  created")
-    lost = 0
+    lost = reused = 0
     for r in rows:
         s = r["summary"]
         status = _shown_status(r)
         lost += status == "lost"
+        if r.get("trained_in", r["sweep"]) != r["sweep"]:  # the sweep reuses a run trained outside it
+            reused += 1
+            status += "*"
         cells = [_cell(s.get(k), spec) for k, spec in (("steps", "d"), ("train_acc", ".3f"), ("val_acc", ".3f"),
                                                         ("step_train_99", "d"), ("step_val_99", "d"))]
         print(f"{r['id']:>4}  {r['name'][:28]:<28} {status:<9} {cells[0]:>7} {cells[1]:>6} {cells[2]:>6} "
               f"{cells[3]:>13} {cells[4]:>11}  {r['created']}")
+    if reused:
+        print(f"*: {reused} run(s) trained outside sweep {args.sweep} (a `groklab run` or another sweep) with the "
+              "exact config of one of its points, which the sweep reuses")
     if lost:
         print(f"lost: {lost} run(s) marked running whose process is gone; `groklab resume ID` continues one "
               "from its last checkpoint")
