@@ -33,6 +33,7 @@ import json
 import math
 import os
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Any, Sequence
 
 from ..config import ConfigError, RunCfg, ensemble_signature, flatten, from_dict, member_fields
@@ -379,12 +380,19 @@ def _finished_outside(store, sweep: str, keys: set[str]) -> dict[str, dict]:
         if row["sweep"] == sweep or row["status"] not in TERMINAL:
             continue
         try:
-            key = run_key(from_dict(RunCfg, row["config"]))
-        except ConfigError:  # written by another groklab version
+            key = _stored_key(json.dumps(row["config"], sort_keys=True))
+        except ConfigError:  # written by another groklab version (not cached: a task registered later may fit)
             continue
         if key in keys:
             found.setdefault(key, row)
     return found
+
+
+@lru_cache(maxsize=1 << 16)
+def _stored_key(config_json: str) -> str:
+    """The run key of a stored config. Cached: every sweep a `reproduce --all` plans reads the
+    whole store's configs, parsed at ~1-4 ms each."""
+    return run_key(from_dict(RunCfg, json.loads(config_json)))
 
 
 def join_plans(plans: Sequence[Plan], workers: int | None = None) -> Plan:
