@@ -246,6 +246,9 @@ def test_compare_diff_lists_exactly_the_differing_fields(store, tmp_path, capsys
     b = run(tiny("quickstart", "optim.lr=0.004", "train.seed=3", "train.threads=1", steps=40), store=store)
     views = collect_runs(store, [a.run_id, b.run_id])
     assert config_diff(views) == {"optim.lr": [0.002, 0.004], "train.seed": [0, 3]}
+    from groklab.report.compare import overlay_figure
+    labels = [t.get_text() for t in overlay_figure(views).axes[0].get_legend().get_texts()]
+    assert labels == [f"{a.run_id}: quickstart (lr=0.002, seed=0)", f"{b.run_id}: quickstart (lr=0.004, seed=3)"]
     assert main(["compare", str(a.run_id), str(b.run_id), "-o", str(tmp_path / "o.svg"),
                  "--store", str(store.paths.root)]) == 0
     out = capsys.readouterr().out.splitlines()

@@ -48,15 +48,20 @@ def diff_table(views: Sequence[RunView], width: int = 28) -> str:
 
 def overlay_figure(views: Sequence[RunView], path: str | Path | None = None) -> Figure:
     """Accuracy (top) and loss (bottom) of every run against a log step axis: one colour per
-    run, validation solid, train dotted; a dot marks each run's step to 99 % validation."""
+    run, validation solid, train dotted; a dot marks each run's step to 99 % validation. Each
+    run's label gives the config fields the runs differ in."""
     fig = Figure(figsize=(8, 6.5))
     ax_acc, ax_loss = fig.subplots(2, 1, sharex=True)
     colors = [f"C{i % 10}" for i in range(len(views))]
-    for v, c in zip(views, colors):
+    diff = config_diff(views)
+    for i, (v, c) in enumerate(zip(views, colors)):
         h = v.history[v.history["step"] > 0] if "step" in v.history else v.history
         if h.empty:
             continue
-        name = f"{v.run_id}: {v.name}".replace("$", r"\$")  # a user's "$" must not start mathtext
+        # Runs of one preset share a name: the legend says what sets each apart.
+        apart = ", ".join(f"{f.rsplit('.', 1)[-1]}={_text(vals[i])}" for f, vals in diff.items())
+        label = f"{v.run_id}: {v.name}" + (f" ({apart})" if apart else "")
+        name = (label if len(label) <= 90 else label[:89] + "…").replace("$", r"\$")  # "$" would start mathtext
         for ax, key in ((ax_acc, "acc"), (ax_loss, "loss")):
             if f"val_{key}" in h:
                 ax.plot(h["step"], h[f"val_{key}"], color=c, lw=1.5, label=name if key == "acc" else None)
