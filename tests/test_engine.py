@@ -461,21 +461,25 @@ def test_extending_past_an_early_stop_equals_the_run_trained_without_it(tmp_path
     store, ref_store = Store(tmp_path / "s"), Store(tmp_path / "ref")
     cfg = load_config("quickstart", [*TINY_GROK, "data.frac_train=0.6", "train.early_stop=true",
                                      "train.steps=2500", CPU])
-    (short,) = train(cfg, store=store, progress=False)
+    # Two members that stop at the same step: a solo run's case, and an ensemble's whose members
+    # all stopped at its last step.
+    short, twin = train([cfg, cfg], store=store, progress=False)
     stop = short.summary["steps"]
-    assert short.summary["early_stopped"] and stop < 2000
+    assert short.summary["early_stopped"] and stop < 2000 and twin.summary["steps"] == stop
     with pytest.raises(ConfigError, match="--no-early-stop trains an early-stopped run on"):
         extend(short.run_id, 3000, store)
-    (ext,) = extend(short.run_id, 3000, store, past_early_stop=True)
+    longer = extend(short.run_id, 3000, store, past_early_stop=True)
     (ref,) = train(with_overrides(cfg, {"train.early_stop": False, "train.steps": 3000}), store=ref_store,
                    progress=False)
-    assert ext.config == ref.config and ext.parent == short.run_id
-    assert ext.status == "finished" and not ext.summary["early_stopped"] and ext.summary["steps"] == 3000
     cols = ["step", *MEMBER_COLS]
     after = lambda r: r.metrics[r.metrics["step"] > stop][cols].reset_index(drop=True)  # noqa: E731
-    assert len(after(ext)) > 5 and after(ext).equals(after(ref))
-    mine, theirs = load_weights(ext.run_id, store), load_weights(ref.run_id, ref_store)
-    assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
+    theirs = load_weights(ref.run_id, ref_store)
+    for ext, old in zip(longer, (short, twin)):
+        assert ext.config == ref.config and ext.parent == old.run_id
+        assert ext.status == "finished" and not ext.summary["early_stopped"] and ext.summary["steps"] == 3000
+        assert len(after(ext)) > 5 and after(ext).equals(after(ref))
+        mine = load_weights(ext.run_id, store)
+        assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
     assert store.get(short.run_id)["summary"]["early_stopped"]  # the original as it was
     group = train(early_stopping_group(), store=store, progress=False)  # two stop near 500, one goes to 1 200
     with pytest.raises(ConfigError, match=rf"run {group[0].run_id} stopped early at step \d+, before its group's "

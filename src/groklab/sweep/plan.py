@@ -411,6 +411,7 @@ def join_plans(plans: Sequence[Plan], workers: int | None = None) -> Plan:
         threads = plans[0].threads
     return Plan(sweep=", ".join(p.sweep for p in plans), groups=groups,
                 n_runs=sum(p.n_runs for p in plans), done=[r for p in plans for r in p.done],
-                reused=[r for p in plans for r in p.reused], pack=max(p.pack for p in plans), workers=n, resources=res, threads=threads,
+                reused=[r for p in plans for r in p.reused], pack=max(p.pack for p in plans), workers=n,
+                resources=res, threads=threads,
                 busy=[r for p in plans for r in p.busy], duplicates=sum(p.duplicates for p in plans),
                 stale=sum(p.stale for p in plans))
