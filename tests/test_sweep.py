@@ -190,6 +190,10 @@ def test_a_sweep_reuses_a_finished_run_of_a_point_stored_outside_it(tmp_path):
     assert [r["sweep"] for r in rows] == ["t", "t"] and [r["trained_in"] for r in rows] == [None, "t"]
     assert store.get(solo.run_id)["sweep"] is None  # the run itself is unchanged
     assert sorted(runs_table(store, "t")["data.frac_train"]) == [0.3, 0.5]
+    from groklab.report.data import collect_runs
+    from groklab.report.export import runs_table as export_table
+    exported = export_table(collect_runs(store, sweep="t"))  # `groklab export --sweep t`'s runs file
+    assert list(exported["sweep"]) == ["t", "t"] and list(exported["trained_in"].fillna("-")) == ["-", "t"]
     again = run_sweep(spec, store=store, workers=1)  # recorded: the next plan finds it in the sweep
     assert again.plan.groups == [] and again.plan.reused == [] and len(again.plan.done) == 2
     # another sweep reuses both; --no-reuse trains its own

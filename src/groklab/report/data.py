@@ -52,6 +52,8 @@ class RunView:
     history: pd.DataFrame = field(repr=False)
     group: str = ""
     member: int = 0
+    trained_in: str | None = None
+    """The sweep that trained the run (differs from `sweep` for a run the sweep reuses)."""
 
     @property
     def phases(self) -> list[tuple[int, str]]:
@@ -116,7 +118,8 @@ def collect_runs(store: Store, run_ids: Sequence[int] = (), sweep: str | None = 
             created=row["created"], description=row["config"].get("description") or "",
             config=flatten(row["config"]), summary=row["summary"],
             metrics=grokking_metrics(hist[["step", "train_acc", "val_acc"]], threshold=threshold) if ok else None,
-            history=hist, group=row["group_id"], member=int(row["member"])))
+            history=hist, group=row["group_id"], member=int(row["member"]),
+            trained_in=row.get("trained_in", row.get("sweep"))))
     return views
 
 

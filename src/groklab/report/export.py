@@ -38,12 +38,13 @@ def _uniform(col: pd.Series) -> pd.Series:
 
 
 def runs_table(views: Sequence[RunView]) -> pd.DataFrame:
-    """One row per run: run, name, status, sweep, group, member, created, config fields, summary.*,
-    and the grokking metrics (t_train99, t_val99, delay_ratio, final accuracies, ...)."""
+    """One row per run: run, name, status, sweep, trained_in (the sweep that trained it: another, or
+    none, for a run the sweep reuses), group, member, created, config fields, summary.*, and the
+    grokking metrics (t_train99, t_val99, delay_ratio, final accuracies, ...)."""
     rows = []
     for v in views:
-        row = {"run": v.run_id, "name": v.name, "status": v.status, "sweep": v.sweep, "group": v.group,
-               "member": v.member, "created": v.created}
+        row = {"run": v.run_id, "name": v.name, "status": v.status, "sweep": v.sweep, "trained_in": v.trained_in,
+               "group": v.group, "member": v.member, "created": v.created}
         row.update({k: x for k, x in v.config.items() if k not in row})  # the stored name wins over the config's
         row.update({f"summary.{k}": s for k, s in v.summary.items()})
         if v.metrics is not None:
