@@ -341,6 +341,16 @@ def test_full_size_over_the_cpu_budget_is_not_run(tmp_path, store, monkeypatch):
     result = reproduce(claim, "full", store, cpu_budget=30)
     assert result.verdict == NEEDS_CLUSTER and "1000 CPU-minutes" in result.measured
     assert store.list() == []
+    # a plain run of its config, trained elsewhere and stored here, is judged (reused), not asked for
+    from groklab.reproduce import specs
+    from groklab.sweep import expand
+    from groklab.train import train
+    (solo,) = train(expand(specs(claim, "full")["main"])[0], store=store, progress=False)
+    judged = reproduce(claim, "full", store, cpu_budget=30)
+    assert judged.verdict == REPRODUCED and judged.runs == (solo.run_id,) and judged.new_runs == 0
+    assert reproduce(claim, "full", store, cpu_budget=30, reuse=False).verdict == REPRODUCED  # recorded
+    from groklab.store import Store
+    assert reproduce(claim, "full", Store(tmp_path / "other"), cpu_budget=30).verdict == NEEDS_CLUSTER
 
 
 def test_a_run_another_process_trains_is_named_not_judged(tmp_path, store):

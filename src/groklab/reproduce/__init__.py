@@ -209,7 +209,7 @@ def reproduce_claims(claims: list[Claim], size: str, store, *, backend: str = "l
         mine = [spec.name for spec in groups[claim.id].values()]
         mine += [sweep_name(claim.id, size, group) for group in claim.protocol_groups]
         own = [rep for name in mine for rep in reports.get(name, [])]
-        result = _judge(claim, size, store, overrides, cpu_budget, over[claim.id], own, counted)
+        result = _judge(claim, size, store, overrides, cpu_budget, over[claim.id], own, counted, reuse)
         result = replace(result, seconds=time.perf_counter() - t0)
         on_result(result)
         results.append(result)
@@ -223,11 +223,24 @@ def _protocol_calls(claim: Claim, group: str, size: str, store, overrides: tuple
                                                         train_missing) for seed in seeds]
 
 
+def _reuse_outside(claim: Claim, size: str, store, overrides: tuple[str, ...]) -> None:
+    """For a claim not trained here: record as its sweeps' own the finished runs stored outside them
+    with its runs' exact configs (a `groklab run` of one), as the sweep planner does before training."""
+    from ..sweep import expand, plan_sweep
+
+    for spec in specs(claim, size, overrides).values():
+        plan = plan_sweep(spec.name, expand(spec), store, workers=1)
+        if plan.reused:
+            store.reuse(spec.name, [r["id"] for r in plan.reused])
+
+
 def _judge(claim: Claim, size: str, store, overrides: tuple[str, ...], cpu_budget: float, over_budget: bool,
-           reports: list, counted: set) -> ClaimResult:
+           reports: list, counted: set, reuse: bool = True) -> ClaimResult:
     """One claim's verdict once its sweeps ran (`reports`, the protocol runs trained as sweeps too):
     run what its protocol groups still lack, then judge."""
     if over_budget:
+        if reuse:
+            _reuse_outside(claim, size, store, overrides)
         result = evaluate(claim, size, store, overrides)
         if result.verdict != NOT_RUN:
             return result
