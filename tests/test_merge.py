@@ -164,3 +164,60 @@ def test_cli_merge_reports_what_it_did(source, tmp_path, capsys):
     assert main(["merge", str(source.paths.root), "--json", *dst]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["groups"] == 0 and rep["merged"] == [] and len(rep["skipped"]) == 3
+
+
+def test_a_group_that_trained_on_there_is_refreshed_here_and_nothing_further_here_is_overwritten(
+        tmp_path, monkeypatch, capsys):
+    """A run stopped at step 20 (a device run's timeout, say) comes over stopped; resumed there to
+    its end, merging again refreshes it here under the same ids (rows, metrics, checkpoint equal to
+    the source's). A group complete here, or further here than there, is left as it is."""
+    from conftest import ctrl_c_at
+    from groklab.api import resume
+
+    src = Store(tmp_path / "src")
+    ctrl_c_at(monkeypatch, 20)
+    every = ["train.checkpoint_every=10"]
+    with pytest.raises(KeyboardInterrupt):
+        run("quickstart", FAST + every, seeds=[0, 1], store=src)
+    with pytest.raises(KeyboardInterrupt):
+        run("quickstart", FAST + every + ["train.seed=5"], store=src)
+    monkeypatch.undo()
+    ens, solo = (src.group(g) for g in dict.fromkeys(r["group_id"] for r in src.list()))
+    dst = Store(tmp_path / "dst")
+    run("quickstart", FAST + ["train.seed=9"], store=dst)  # ids differ here
+    first = merge(src.paths.root, dst)
+    assert first.groups == 2 and {dst.get(i)["status"] for i in first.merged.values()} == {"stopped"}
+
+    resume(ens[0]["id"], src)                       # trained on there ...
+    resume(first.merged[solo[0]["id"]], dst)        # ... and this one here, to its end
+    ckpt_before = dst.paths.checkpoint(solo[0]["group_id"]).read_bytes()
+    rows_before = dst.get(first.merged[solo[0]["id"]])
+    ens_ckpt = dst.paths.checkpoint(ens[0]["group_id"]).read_bytes()
+
+    def fail(*a, **k):
+        raise StoreError("disk full")
+    monkeypatch.setattr(Store, "replace_runs", fail)  # a refresh that fails leaves the group as it was
+    with pytest.raises(StoreError, match="disk full"):
+        merge(src.paths.root, dst)
+    monkeypatch.undo()
+    assert dst.paths.checkpoint(ens[0]["group_id"]).read_bytes() == ens_ckpt
+    assert [dst.get(first.merged[r["id"]])["status"] for r in ens] == ["stopped", "stopped"]
+    assert main(["merge", str(src.paths.root), "--store", str(dst.paths.root)]) == 0
+    out = capsys.readouterr().out
+    ours = [first.merged[r["id"]] for r in ens]
+    assert f"refreshed 2 run(s) in 1 group(s) that trained on there (here {ours[0]}, {ours[1]})" in out
+    assert f"group {solo[0]['group_id']} left out: already in this store (there: stopped at step 20; " \
+           f"here: finished at step 40; not overwritten)" in out
+    src = Store(src.paths.root, read_only=True)
+    for r in ens:
+        theirs, mine = src.get(r["id"]), dst.get(first.merged[r["id"]])
+        assert mine["status"] == "finished" and {k: theirs[k] for k in SAME} == {k: mine[k] for k in SAME}
+        assert src.metrics(r["id"]).equals(dst.metrics(mine["id"])) and dst.metrics(mine["id"])["step"].max() == 40
+        w_there, w_here = load_weights(r["id"], src), load_weights(mine["id"], dst)
+        assert all(torch.equal(w_there[k], w_here[k]) for k in w_there)
+    assert dst.paths.checkpoint(solo[0]["group_id"]).read_bytes() == ckpt_before
+    assert dst.get(rows_before["id"]) == rows_before
+    assert len(dst.list()) == 4 and not list(dst.paths.group_dir("x").parent.glob(".merge-*"))
+    rep = merge(src.paths.root, dst)                # twice: nothing more
+    assert rep.refreshed == {} and rep.groups == 0 and set(rep.skipped.values()) == {"already in this store"} | {
+        rep.skipped[solo[0]["group_id"]]}

@@ -106,11 +106,15 @@ def cmd_merge(args) -> int:
     if args.json:
         print(json.dumps({"source": rep.source, "store": str(store.paths.root), "groups": rep.groups,
                           "merged": [{"source": a, "here": b} for a, b in rep.merged.items()],
+                          "refreshed": [{"source": a, "here": b} for a, b in rep.refreshed.items()],
                           "skipped": rep.skipped}))
         return 0
     ids = sorted(rep.merged.values())
     span = f" (here {ids[0]}-{ids[-1]})" if ids else ""
     print(f"merged {len(ids)} run(s) in {rep.groups} group(s) from {rep.source} into {store.paths.root}{span}")
+    if rep.refreshed:
+        print(f"refreshed {len(rep.refreshed)} run(s) in {rep.refreshed_groups} group(s) that trained on there "
+              f"(here {', '.join(map(str, sorted(rep.refreshed.values())))})")
     for gid, why in rep.skipped.items():
         print(f"  group {gid} left out: {why}")
     return 0

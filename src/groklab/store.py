@@ -378,6 +378,21 @@ class Store:
                 ids.append(rid)
         return ids
 
+    def replace_runs(self, rows: dict[int, dict[str, Any]], metrics: dict[int, list[tuple[int, str, float]]]) -> None:
+        """Overwrite runs here with the state another store holds of the same runs (`groklab merge`
+        refreshing a group that trained on there): every field but the id, name, group, member,
+        sweep, parent and creation time, and all metrics, in one transaction."""
+        cols = ("status", "updated", "groklab_version", "torch_version", "git_sha", "owner_host", "owner_pid",
+                "owner_start", "heartbeat")
+        with self._tx() as conn:
+            for rid, row in rows.items():
+                conn.execute(f"UPDATE runs SET {', '.join(f'{c}=?' for c in cols)}, cfg_json=?, summary_json=?"
+                             " WHERE id=?", [row.get(c) for c in cols] + [
+                                 json.dumps(row["config"], sort_keys=True), json.dumps(row["summary"]), rid])
+                conn.execute("DELETE FROM metrics WHERE run_id=?", (rid,))
+                conn.executemany("INSERT INTO metrics (run_id, step, key, value) VALUES (?,?,?,?)",
+                                 [(rid, int(step), key, value) for step, key, value in metrics[rid]])
+
     def reuse(self, sweep: str, run_ids: Iterable[int]) -> None:
         """Record that `sweep` counts these finished runs (trained outside it) as its own: from now
         on `list(sweep=...)` returns them (the sweep planner's reuse; `groklab merge` carries it)."""
