@@ -345,7 +345,9 @@ def test_full_size_over_the_cpu_budget_is_not_run(tmp_path, store, monkeypatch):
     from groklab.reproduce import specs
     from groklab.sweep import expand
     from groklab.train import train
-    (solo,) = train(expand(specs(claim, "full")["main"])[0], store=store, progress=False)
+    from groklab import with_overrides
+    full = with_overrides(expand(specs(claim, "full")["main"])[0], {"train.threads": 1})  # an execution field
+    (solo,) = train(full, store=store, progress=False)
     judged = reproduce(claim, "full", store, cpu_budget=30)
     assert judged.verdict == REPRODUCED and judged.runs == (solo.run_id,) and judged.new_runs == 0
     assert reproduce(claim, "full", store, cpu_budget=30, reuse=False).verdict == REPRODUCED  # recorded

@@ -209,6 +209,25 @@ def test_a_sweep_reuses_a_finished_run_of_a_point_stored_outside_it(tmp_path):
     assert other.plan.reused == [] and other.plan.n_new == 1
 
 
+def test_sweeps_planned_together_train_a_shared_point_once(tmp_path):
+    """Two sweeps of one pass (a `reproduce --all`: claims sharing a config under different names)
+    with a point in common: the first trains it, the second counts it once it has finished; with
+    `reuse=False` each trains its own."""
+    store = Store(tmp_path / "runs")
+    a, b = tiny_spec("a", fracs=(0.3, 0.5)), tiny_spec("b", fracs=(0.5, 0.7))
+    ra, rb = run_sweeps([a, b], store=store, workers=1)
+    assert rb.plan.shared and [s for _, s in rb.plan.shared] == ["a"] and rb.plan.n_new == 1
+    assert "1 trained by a in this pass (counted here)" in rb.plan.describe()
+    assert len(store.list()) == 3 and sum(len(o.group) for o in ra.outcomes + rb.outcomes) == 3
+    rows = store.list(sweep="b")
+    assert sorted(r["config"]["data"]["frac_train"] for r in rows) == [0.5, 0.7]
+    assert {r["config"]["data"]["frac_train"]: r["trained_in"] for r in rows} == {0.5: "a", 0.7: "b"}
+    assert run_sweeps([a, b], store=store, workers=1)[1].plan.groups == []  # recorded: both complete
+    fresh = run_sweeps([tiny_spec("c", fracs=(0.9,)), tiny_spec("d", fracs=(0.9,))], store=store, workers=1,
+                       reuse=False)
+    assert [r.plan.n_new for r in fresh] == [1, 1] and fresh[1].plan.shared == []
+
+
 def test_a_sweep_with_hooks_does_not_reuse_a_run_trained_without_them(tmp_path):
     store = Store(tmp_path / "runs")
     spec = replace(tiny_spec(fracs=(0.3,)), hooks=(("correct_logit", "{}"),))

@@ -13,6 +13,7 @@ From Python::
 """
 from __future__ import annotations
 
+import json
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
@@ -102,8 +103,9 @@ def run_sweeps(specs: Sequence[SweepSpec], *, store=None, backend: str = "local"
             stack.enter_context(ray_session(address))
             options = {"resources": ray_resources(), "threads": 1}
         hooks = {name: tuple(sorted({h for spec in same for h in spec.hooks})) for name, same in by_name.items()}
+        pending: dict[str, str] = {}  # run key -> the sweep that trains it: a point two sweeps share trains once
         plans = {name: plan_sweep(name, c, st, pack=pack, workers=workers, hooks=hooks[name], reuse=reuse,
-                                  **options) for name, c in cfgs.items()}
+                                  pending=pending, **options) for name, c in cfgs.items()}
         joint = join_plans(list(plans.values()), workers)
         executed = {name: replace(plan, groups=[g for g in joint.groups if g.sweep == name], workers=joint.workers,
                                   threads=joint.threads) for name, plan in plans.items()}
@@ -119,6 +121,22 @@ def run_sweeps(specs: Sequence[SweepSpec], *, store=None, backend: str = "local"
             for outcome in execute(joint, st, backend, on_done, address=address, max_retries=max_retries,
                                    storage=storage):
                 reports[outcome.group.sweep].outcomes.append(outcome)
+            _record_shared(st, plans.values())
             for report in reports.values():
                 report.seconds = time.perf_counter() - t0
     return [reports[spec.name] for spec in specs]
+
+
+def _record_shared(store, plans: Sequence[Plan]) -> None:
+    """Record each sweep's points that another sweep of the pass trained (`Plan.shared`) as its
+    own, those that finished there (one that failed or stopped is trained by a later pass)."""
+    from ..store import TERMINAL
+    from .plan import _stored_key
+
+    for plan in plans:
+        owners = {owner for _, owner in plan.shared}
+        if not owners:
+            continue
+        trained = {_stored_key(json.dumps(r["config"], sort_keys=True)): r["id"]
+                   for owner in owners for r in store.list(sweep=owner) if r["status"] in TERMINAL}
+        store.reuse(plan.sweep, [trained[key] for key, _ in plan.shared if key in trained])

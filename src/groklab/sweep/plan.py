@@ -226,6 +226,9 @@ class Plan:
     duplicates: int = 0
     stale: int = 0
     """Stored runs of this sweep that the spec no longer contains (left as they are)."""
+    shared: list[tuple[str, str]] = field(default_factory=list)
+    """(run key, sweep) of points another sweep planned in the same pass trains (`run_sweeps`):
+    not trained here; once that sweep has finished them, they are recorded as this sweep's."""
 
     @property
     def n_resume(self) -> int:
@@ -243,6 +246,8 @@ class Plan:
         lines = [f"sweep {self.sweep}: {self.n_runs} runs — {len(self.done)} done (skipped){reused}, "
                  f"{self.n_resume} to resume, {self.n_new} to train"
                  + (f", {len(self.busy)} training in another process (left to it)" if self.busy else "")
+                 + (f", {len(self.shared)} trained by {', '.join(sorted({s for _, s in self.shared}))} "
+                    "in this pass (counted here)" if self.shared else "")
                  + (f"; {self.duplicates} duplicate point(s) dropped" if self.duplicates else "")]
         if self.stale:
             lines.append(f"  note: {self.stale} stored run(s) of sweep {self.sweep} are not in this spec "
@@ -303,7 +308,8 @@ def _execution(cfg: RunCfg, threads: int | str) -> RunCfg:
 
 def plan_sweep(sweep: str, cfgs: Sequence[RunCfg], store=None, *, pack: int | None = None,
                workers: int | None = None, resources: Resources | None = None, threads: int | None = None,
-               hooks: tuple[tuple[str, str], ...] = (), reuse: bool = True) -> Plan:
+               hooks: tuple[tuple[str, str], ...] = (), reuse: bool = True,
+               pending: dict[str, str] | None = None) -> Plan:
     """Plan a sweep against what the store already holds.
 
     Args:
@@ -320,6 +326,9 @@ def plan_sweep(sweep: str, cfgs: Sequence[RunCfg], store=None, *, pack: int | No
         reuse: count a finished run stored outside the sweep with a point's exact config (what
             it computes: :func:`run_key`) as done, rather than training the point again (not for
             a sweep with hooks: a run trained without them lacks what they write).
+        pending: run key → the sweep that trains it, of the sweeps planned before this one in the
+            same pass; with `reuse`, a new point found there is left to that sweep (`Plan.shared`)
+            rather than trained twice at once, and this sweep's new and resumed points are added.
     Returns:
         The :class:`Plan`.
     """
@@ -340,7 +349,7 @@ def plan_sweep(sweep: str, cfgs: Sequence[RunCfg], store=None, *, pack: int | No
     # A group with hooks needs what they write (snapshots, probes), which a run trained without them lacks.
     reusing = reuse and store is not None and not hooks
     outside = _finished_outside(store, sweep, set(unique) - set(stored)) if reusing else {}
-    done, busy, resume_ids, new = [], [], [], []
+    done, busy, resume_ids, new, shared = [], [], [], [], []
     for key, cfg in unique.items():
         rows = stored.get(key, [])
         finished = [r for r in rows if r["status"] in TERMINAL]
@@ -353,8 +362,14 @@ def plan_sweep(sweep: str, cfgs: Sequence[RunCfg], store=None, *, pack: int | No
         elif rows:
             if rows[0]["group_id"] not in resume_ids:
                 resume_ids.append(rows[0]["group_id"])
+            if pending is not None:
+                pending.setdefault(key, sweep)
+        elif reusing and pending is not None and key in pending:
+            shared.append((key, pending[key]))
         else:
             new.append(cfg)
+            if pending is not None:
+                pending.setdefault(key, sweep)
 
     limit = res.gpus if res.kind == "gpu" else res.cpus
     pack = pack or default_pack(next(iter(unique.values())), res, len(new), workers or limit)
@@ -368,7 +383,7 @@ def plan_sweep(sweep: str, cfgs: Sequence[RunCfg], store=None, *, pack: int | No
     groups += [Group(tuple(_execution(c, threads) for c in g), sweep=sweep, hooks=hooks) for g in new_groups]
     return Plan(sweep=sweep, groups=groups, n_runs=len(unique), done=done, reused=list(outside.values()), busy=busy,
                 pack=pack, workers=workers, resources=res, threads=threads, duplicates=len(cfgs) - len(unique),
-                stale=sum(len(rows) for key, rows in stored.items() if key not in unique))
+                stale=sum(len(rows) for key, rows in stored.items() if key not in unique), shared=shared)
 
 
 def _finished_outside(store, sweep: str, keys: set[str]) -> dict[str, dict]:
@@ -414,4 +429,4 @@ def join_plans(plans: Sequence[Plan], workers: int | None = None) -> Plan:
                 reused=[r for p in plans for r in p.reused], pack=max(p.pack for p in plans), workers=n,
                 resources=res, threads=threads,
                 busy=[r for p in plans for r in p.busy], duplicates=sum(p.duplicates for p in plans),
-                stale=sum(p.stale for p in plans))
+                stale=sum(p.stale for p in plans), shared=[x for p in plans for x in p.shared])
