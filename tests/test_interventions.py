@@ -199,3 +199,58 @@ def test_phase_boundaries_are_dashed_lines_on_the_plot():
     for ax in fig.axes:
         dashed = [ln for ln in ax.get_lines() if ln.get_linestyle() == "--"]
         assert [ln.get_xdata()[0] for ln in dashed] == [100]
+
+
+def test_a_registered_gradient_transform_runs_per_member_and_its_state_resumes(tmp_path, monkeypatch):
+    """A gradient transform registered in `GRAD_TRANSFORMS` (a class, no engine or optimizer edit)
+    is applied by every step with its own per-member column, and its state is checkpointed and
+    loaded again: a run stopped at step 20 and resumed ends where an uninterrupted one does."""
+    from conftest import ctrl_c_at
+    from groklab.api import resume
+    from groklab.store import Store
+    from groklab.train.checkpoint import read_checkpoint
+    from groklab.train.interventions import GRAD_TRANSFORMS, GradTransform
+
+    class Gate(GradTransform):
+        """g ← λ·g, λ the member's optim.grokfast_lamb; counts the steps it saw"""
+        columns = ("optim.grokfast_lamb",)
+        buffers = {"opt.gate_steps": 0}
+
+        def __init__(self, cfg, data):
+            super().__init__(cfg, data)
+            self.steps = torch.zeros(data.shape[0], 1, dtype=data.dtype, device=data.device)
+
+        @staticmethod
+        def wanted(cfg):  # a field value no other test uses turns it on
+            return cfg.grokfast == "none" and cfg.grokfast_window == 7
+
+        def __call__(self, g, w, hp, t, slices):
+            g.mul_(hp.columns["optim.grokfast_lamb"])
+            self.steps += 1
+
+        def state(self):
+            return {"opt.gate_steps": self.steps}
+
+    GRAD_TRANSFORMS.register("gate")(Gate)
+    try:
+        base = tiny("quickstart", CPU, "optim.grokfast_window=7", "optim.weight_decay=0",
+                    "train.checkpoint_every=10", steps=40)
+        gated = [with_overrides(base, {"train.seed": s, "optim.grokfast_lamb": lamb}) for s, lamb in ((0, 0.0), (1, 1.0))]
+        plain = train(with_overrides(gated[1], {"optim.grokfast_window": 100}), progress=False)[0]
+        whole = train(gated, progress=False)
+        assert whole[0].metrics["param_norm"].nunique() == 1  # a zero gradient: the weights never move
+        assert whole[1].metrics[MEMBER_COLS].equals(plain.metrics[MEMBER_COLS])  # λ = 1: the plain run
+
+        store = Store(tmp_path / "runs")
+        ctrl_c_at(monkeypatch, 20)
+        import groklab.train as gt
+        with pytest.raises(KeyboardInterrupt):
+            gt.train(gated, store=store, progress=False)  # looked up now: the patched one
+        monkeypatch.undo()
+        resumed = resume(store.list()[0]["id"], store)
+        for a, b in zip(resumed, whole):
+            assert a.metrics[MEMBER_COLS].reset_index(drop=True).equals(b.metrics[MEMBER_COLS].reset_index(drop=True))
+        state, _ = read_checkpoint(store.paths.checkpoint(store.list()[0]["group_id"]))
+        assert state["opt.gate_steps"].view(-1).tolist() == [40.0, 40.0]  # 20 before the stop, loaded, 20 after
+    finally:
+        GRAD_TRANSFORMS.remove("gate")

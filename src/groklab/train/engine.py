@@ -16,7 +16,6 @@ members' bookkeeping, store rows) and names each piece of work.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import os
 import subprocess
@@ -323,15 +322,15 @@ class _Run:
         col = lambda key: _col([get_field(c, key) for c in cfgs], device)  # noqa: E731
         self.hp = MemberHParams(lr=col("optim.lr"), weight_decay=col("optim.weight_decay"),
                                 update_noise=col("optim.update_noise"), weight_noise=col("optim.weight_noise"),
-                                grokfast_lamb=col("optim.grokfast_lamb"), grokfast_alpha=col("optim.grokfast_alpha"),
-                                active=torch.ones(n, 1, device=device))
+                                active=torch.ones(n, 1, device=device),
+                                columns={f: col(f) for tr in self.opt.transforms for f in tr.columns})
         self.base_lr = self.hp.lr.clone()  # the phase's lr; the schedule multiplies it per step
         self.lr_table = torch.tensor([lr_factor(c0.optim, s, c0.train.steps) for s in range(c0.train.steps)],
                                      dtype=torch.float32, device=device)
         self.weight_noise = any(c.optim.weight_noise > 0 for c in cfgs)
         # Host randomness (noise) and host counters (Grokfast-MA) cannot live in a graph.
         graphs = (device.type == "cuda" and c0.train.cuda_graphs and not (self.weight_noise or self.update_noise)
-                  and c0.optim.grokfast != "ma")
+                  and all(tr.graphable for tr in self.opt.transforms))
         self._make_step(graphs)
 
         # store rows, or the checkpoint of a stored group
@@ -450,7 +449,7 @@ class _Run:
                                    update_noise=self.update_noise)
         self.opt.load_state(member_rows(old_opt.state(), pos))
         self.opt.decay_kind = old_opt.decay_kind
-        self.hp = MemberHParams(**{f.name: getattr(self.hp, f.name)[pos] for f in dataclasses.fields(self.hp)})
+        self.hp = self.hp.select(pos)
         self.base_lr, self.labels, self.val_mask = self.base_lr[pos], self.labels[pos], self.val_mask[pos]
         self.state.model = self.model
         self._make_step(self.train_step.graphs)  # False after a failed capture: stays eager

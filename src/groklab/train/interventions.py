@@ -1,17 +1,25 @@
 """Interventions: every knob the grokking literature turns, as configuration.
 
 Each entry names its config fields, default and source; `groklab interventions` prints them.
-The gradient transforms live here as pure functions on (N, P) member-by-parameter tensors, so
-their math is testable on known sequences and the optimizer only sequences them.
+The gradient transforms live here whole: their math as pure functions on (N, P)
+member-by-parameter tensors (testable on known sequences), and each as a :class:`GradTransform`
+that says when it is on, which per-member columns it reads and what state it keeps, registered in
+`GRAD_TRANSFORMS` in the order the optimizer's step applies them. A new one is its fields in
+`config.OptimCfg` (and `config.MEMBER_FIELDS` for those members may set differently) plus an
+entry and a class here: the engine, the optimizer and the checkpoint take it from the registry.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Mapping, Sequence
 
 import torch
 
-from ..config import MEMBER_FIELDS
+from ..config import MEMBER_FIELDS, OptimCfg
 from ..registry import Registry
+
+if TYPE_CHECKING:
+    from .optim import MemberHParams
 
 
 @dataclass(frozen=True)
@@ -95,3 +103,132 @@ def orthogonal_grad(grad: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     proj = (weight * grad).sum(-1, keepdim=True) / ((weight * weight).sum(-1, keepdim=True) + 1e-30)
     orth = grad - proj * weight
     return orth * (grad.norm(dim=-1, keepdim=True) / (orth.norm(dim=-1, keepdim=True) + 1e-30))
+
+
+# ---------------------------------------------------------------- gradient transforms
+
+class GradTransform:
+    """One transform of the (N, P) gradient between backward and the update (`train/optim.py`),
+    for all members at once. The class says when it is on (`wanted`), the per-member fields it
+    reads (`columns`: `hp.columns[field]` is an (N, 1) column, built by the engine), its state
+    (`buffers`: checkpoint key → the dim that indexes members) and whether a CUDA graph can replay
+    it (`graphable`: False when a step needs host values)."""
+
+    columns: ClassVar[tuple[str, ...]] = ()
+    buffers: ClassVar[Mapping[str, int]] = {}
+    graphable: ClassVar[bool] = True
+
+    def __init__(self, cfg: OptimCfg, data: torch.Tensor):
+        self.cfg = cfg
+
+    @staticmethod
+    def wanted(cfg: OptimCfg) -> bool:
+        raise NotImplementedError
+
+    def __call__(self, g: torch.Tensor, w: torch.Tensor, hp: MemberHParams, t: int,
+                 slices: Sequence[slice]) -> None:
+        """Transform `g` in place at step t (1-based); `w` the weights, `slices` each weight
+        tensor's columns of the flat buffer."""
+        raise NotImplementedError
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """The buffers by their checkpoint keys (those of `buffers`)."""
+        return {}
+
+
+GRAD_TRANSFORMS: Registry[type[GradTransform]] = Registry("gradient transform", "gradient transform")
+"""Registered in the order a step applies them (the order of this file)."""
+
+
+@GRAD_TRANSFORMS.register("l2")
+class CoupledL2(GradTransform):
+    """Step 1: L2 in the loss (wd_kind = l2) adds λ·w to the gradient."""
+
+    @staticmethod
+    def wanted(cfg: OptimCfg) -> bool:
+        return cfg.decay_kind == "l2"
+
+    def __call__(self, g, w, hp, t, slices) -> None:
+        g.addcmul_(hp.weight_decay, w)
+
+
+@GRAD_TRANSFORMS.register("grokfast_ema")
+class GrokfastEMA(GradTransform):
+    """Step 2: Grokfast-EMA amplifies the slow gradient component (:func:`grokfast_ema`)."""
+
+    columns = ("optim.grokfast_alpha", "optim.grokfast_lamb")
+    buffers = {"opt.grokfast_ema": 0}
+
+    def __init__(self, cfg: OptimCfg, data: torch.Tensor):
+        super().__init__(cfg, data)
+        self.ema = torch.zeros_like(data)
+
+    @staticmethod
+    def wanted(cfg: OptimCfg) -> bool:
+        return cfg.grokfast == "ema"
+
+    def __call__(self, g, w, hp, t, slices) -> None:
+        grokfast_ema(g, self.ema, hp.columns["optim.grokfast_alpha"], hp.columns["optim.grokfast_lamb"])
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {"opt.grokfast_ema": self.ema}
+
+
+@GRAD_TRANSFORMS.register("grokfast_ma")
+class GrokfastMA(GradTransform):
+    """Step 2: Grokfast-MA, the moving average of the last W gradients (:func:`grokfast_ma`). Its
+    ring position is a host counter, so a CUDA graph cannot replay it."""
+
+    columns = ("optim.grokfast_lamb",)
+    buffers = {"opt.grokfast_window": 1}  # (W, N, P): members on dim 1
+    graphable = False
+
+    def __init__(self, cfg: OptimCfg, data: torch.Tensor):
+        super().__init__(cfg, data)
+        self.window = torch.zeros((cfg.grokfast_window,) + tuple(data.shape), dtype=data.dtype, device=data.device)
+
+    @staticmethod
+    def wanted(cfg: OptimCfg) -> bool:
+        return cfg.grokfast == "ma"
+
+    def __call__(self, g, w, hp, t, slices) -> None:
+        grokfast_ma(g, self.window, t, hp.columns["optim.grokfast_lamb"])
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {"opt.grokfast_window": self.window}
+
+
+@GRAD_TRANSFORMS.register("orthograd")
+class OrthoGrad(GradTransform):
+    """Step 3: ⊥Grad per weight tensor, as in the paper's implementation (:func:`orthogonal_grad`)."""
+
+    @staticmethod
+    def wanted(cfg: OptimCfg) -> bool:
+        return cfg.orthograd
+
+    def __call__(self, g, w, hp, t, slices) -> None:
+        for sl in slices:
+            g[:, sl] = orthogonal_grad(g[:, sl], w[:, sl])
+
+
+@GRAD_TRANSFORMS.register("grad_clip")
+class GradClip(GradTransform):
+    """Step 4: each member's gradient clipped to norm `optim.grad_clip`."""
+
+    @staticmethod
+    def wanted(cfg: OptimCfg) -> bool:
+        return cfg.grad_clip > 0
+
+    def __call__(self, g, w, hp, t, slices) -> None:
+        norm = g.norm(dim=1, keepdim=True)
+        g.mul_(torch.clamp(self.cfg.grad_clip / (norm + 1e-6), max=1.0))
+
+
+def grad_transforms(cfg: OptimCfg, data: torch.Tensor) -> list[GradTransform]:
+    """The transforms `cfg` turns on, in step order, with their state shaped like `data`."""
+    return [cls(cfg, data) for cls in map(GRAD_TRANSFORMS.get, GRAD_TRANSFORMS) if cls.wanted(cfg)]
+
+
+def member_dims() -> dict[str, int]:
+    """Every transform's checkpoint keys → the dim that indexes members."""
+    return {k: d for name in GRAD_TRANSFORMS for k, d in GRAD_TRANSFORMS.get(name).buffers.items()}

@@ -5,10 +5,10 @@ second), so an update is a handful of kernels whatever the number of layers, and
 per-member hyper-parameter (lr, weight decay, noise scale, Grokfast λ) is an (N, 1) column.
 The order of operations on a step, between backward and the next forward:
 
-1. coupled L2 (wd_kind = l2) adds λ·w to the gradient;
-2. Grokfast filters (EMA / MA) amplify the slow gradient component;
-3. ⊥Grad removes the gradient component parallel to each weight tensor;
-4. per-member gradient clipping;
+1-4. the gradient transforms `cfg` turns on, in the order of their registry
+   (`interventions.GRAD_TRANSFORMS`): coupled L2 (wd_kind = l2) adds λ·w; Grokfast (EMA / MA)
+   amplifies the slow component; ⊥Grad removes the component parallel to each weight tensor;
+   per-member clipping;
 5. the Adam(W) / SGD update, scaled by each member's lr;
 6. decoupled decay toward 0 or toward the initial weights;
 7. Gaussian update noise.
@@ -16,13 +16,13 @@ The order of operations on a step, between backward and the next forward:
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from ..config import OptimCfg
-from .interventions import grokfast_ema, grokfast_ma, orthogonal_grad
+from .interventions import grad_transforms, member_dims
 
 
 # Member slices of the flat buffer are strided views by design; autograd still accumulates into them
@@ -64,9 +64,14 @@ class MemberHParams:
     weight_decay: torch.Tensor
     update_noise: torch.Tensor
     weight_noise: torch.Tensor
-    grokfast_lamb: torch.Tensor
-    grokfast_alpha: torch.Tensor
     active: torch.Tensor  # 1.0 while a member trains; 0.0 once stopped or diverged
+    columns: dict[str, torch.Tensor] = field(default_factory=dict)
+    """The gradient transforms' own columns, by config field (`GradTransform.columns`)."""
+
+    def select(self, pos: torch.Tensor) -> MemberHParams:
+        """The rows of the members at `pos` (members leaving the batched model)."""
+        return MemberHParams(self.lr[pos], self.weight_decay[pos], self.update_noise[pos], self.weight_noise[pos],
+                             self.active[pos], {k: v[pos] for k, v in self.columns.items()})
 
 
 class MemberOptimizer:
@@ -79,9 +84,7 @@ class MemberOptimizer:
         self.m = torch.zeros_like(data)
         self.v = torch.zeros_like(data) if cfg.name != "sgd" else None
         self.init = data.clone()  # for decay toward init
-        self.gf_ema = torch.zeros_like(data) if cfg.grokfast == "ema" else None
-        self.gf_window = (torch.zeros((cfg.grokfast_window,) + tuple(data.shape), dtype=data.dtype, device=data.device)
-                          if cfg.grokfast == "ma" else None)
+        self.transforms = grad_transforms(cfg, data)
         self.noise_gens = noise_gens
         self.decay_kind = cfg.decay_kind
         self.update_noise = update_noise
@@ -92,21 +95,10 @@ class MemberOptimizer:
     # 1-7 as in the module docstring
     def step(self, hp: MemberHParams) -> None:
         cfg, w, g = self.cfg, self.flat.data, self.flat.grad
-        self.step_count += 1  # host copy for Grokfast-MA's ring (never captured in a graph)
+        self.step_count += 1  # host copy for transforms that are not graphable (Grokfast-MA's ring)
         self.t += 1
-        t = self.step_count
-        if self.decay_kind == "l2":
-            g.addcmul_(hp.weight_decay, w)
-        if self.gf_ema is not None:
-            grokfast_ema(g, self.gf_ema, hp.grokfast_alpha, hp.grokfast_lamb)
-        elif self.gf_window is not None:
-            grokfast_ma(g, self.gf_window, t, hp.grokfast_lamb)
-        if cfg.orthograd:
-            for sl in self.flat.slices:  # per weight tensor, as in the paper's implementation
-                g[:, sl] = orthogonal_grad(g[:, sl], w[:, sl])
-        if cfg.grad_clip > 0:
-            norm = g.norm(dim=1, keepdim=True)
-            g.mul_(torch.clamp(cfg.grad_clip / (norm + 1e-6), max=1.0))
+        for transform in self.transforms:
+            transform(g, w, hp, self.step_count, self.flat.slices)
         lr = hp.lr * hp.active
         if cfg.name == "sgd":
             if cfg.momentum > 0:
@@ -141,10 +133,8 @@ class MemberOptimizer:
                "opt.step": self.t.to(torch.int64).view(1)}
         if self.v is not None:
             out["opt.v"] = self.v
-        if self.gf_ema is not None:
-            out["opt.grokfast_ema"] = self.gf_ema
-        if self.gf_window is not None:
-            out["opt.grokfast_window"] = self.gf_window
+        for transform in self.transforms:
+            out.update(transform.state())
         return out
 
     def load_state(self, state: dict[str, torch.Tensor]) -> None:
@@ -152,15 +142,17 @@ class MemberOptimizer:
         self.init.copy_(state["opt.init"])
         self.step_count = int(state["opt.step"][0])
         self.t.fill_(self.step_count)
-        for key, buf in (("opt.v", self.v), ("opt.grokfast_ema", self.gf_ema), ("opt.grokfast_window", self.gf_window)):
-            if buf is not None:
+        if self.v is not None:
+            self.v.copy_(state["opt.v"])
+        for transform in self.transforms:
+            for key, buf in transform.state().items():
                 buf.copy_(state[key])
 
 
 def member_dim(key: str) -> int | None:
     """The dim of a checkpoint tensor (`params`, `MemberOptimizer.state`) that indexes members;
     None for state all members share."""
-    return {"opt.step": None, "opt.grokfast_window": 1}.get(key, 0)
+    return {"opt.step": None, **member_dims()}.get(key, 0)
 
 
 def merge_rows(ledger: dict[str, torch.Tensor], pos: torch.Tensor, rows: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
