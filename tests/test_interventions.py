@@ -46,6 +46,18 @@ def test_late_weight_decay_starts_at_its_step():
     assert m.loc[300, "phase"] == 1 and m.loc[100, "phase"] == 0
 
 
+@pytest.mark.parametrize("start, switched", [("decoupled", "l2"), ("l2", "decoupled")])
+def test_a_phase_switches_the_kind_of_weight_decay(start, switched):
+    """A phase's `wd_kind` takes effect at its step, coupled L2 included (the gradient's λ·w): from
+    step 0 on, the run equals one configured with that kind throughout."""
+    base = with_overrides(tiny(steps=60), {"optim.weight_decay": 0.5, "optim.wd_kind": start})
+    phased = with_overrides(base, {"train.phases": [{"start": 0, "wd_kind": switched}]})
+    plain = with_overrides(base, {"optim.wd_kind": switched})
+    (a,), (b,), (c,) = (train(cfg, progress=False) for cfg in (phased, plain, base))
+    assert a.metrics[MEMBER_COLS].equals(b.metrics[MEMBER_COLS])
+    assert not a.metrics[MEMBER_COLS].equals(c.metrics[MEMBER_COLS])  # the switch made a difference
+
+
 def test_ungrokking_phase_shrinks_training_set_and_validation_falls_to_chance():
     """Mystery study §5.3: grokked on 70 % of x+y mod 47, then trained on 10 % of that set (155
     pairs, 7 % of all), validation falls to near chance (1/47 = 0.021). Measured (seeds 0 / 1 / 2):

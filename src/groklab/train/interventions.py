@@ -140,18 +140,6 @@ GRAD_TRANSFORMS: Registry[type[GradTransform]] = Registry("gradient transform", 
 """Registered in the order a step applies them (the order of this file)."""
 
 
-@GRAD_TRANSFORMS.register("l2")
-class CoupledL2(GradTransform):
-    """Step 1: L2 in the loss (wd_kind = l2) adds λ·w to the gradient."""
-
-    @staticmethod
-    def wanted(cfg: OptimCfg) -> bool:
-        return cfg.decay_kind == "l2"
-
-    def __call__(self, g, w, hp, t, slices) -> None:
-        g.addcmul_(hp.weight_decay, w)
-
-
 @GRAD_TRANSFORMS.register("grokfast_ema")
 class GrokfastEMA(GradTransform):
     """Step 2: Grokfast-EMA amplifies the slow gradient component (:func:`grokfast_ema`)."""

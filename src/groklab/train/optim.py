@@ -5,10 +5,10 @@ second), so an update is a handful of kernels whatever the number of layers, and
 per-member hyper-parameter (lr, weight decay, noise scale, Grokfast λ) is an (N, 1) column.
 The order of operations on a step, between backward and the next forward:
 
-1-4. the gradient transforms `cfg` turns on, in the order of their registry
-   (`interventions.GRAD_TRANSFORMS`): coupled L2 (wd_kind = l2) adds λ·w; Grokfast (EMA / MA)
-   amplifies the slow component; ⊥Grad removes the component parallel to each weight tensor;
-   per-member clipping;
+1. coupled L2 (wd_kind = l2, which a phase may switch on or off) adds λ·w to the gradient;
+2-4. the gradient transforms `cfg` turns on, in the order of their registry
+   (`interventions.GRAD_TRANSFORMS`): Grokfast (EMA / MA) amplifies the slow component; ⊥Grad
+   removes the component parallel to each weight tensor; per-member clipping;
 5. the Adam(W) / SGD update, scaled by each member's lr;
 6. decoupled decay toward 0 or toward the initial weights;
 7. Gaussian update noise.
@@ -97,6 +97,8 @@ class MemberOptimizer:
         cfg, w, g = self.cfg, self.flat.data, self.flat.grad
         self.step_count += 1  # host copy for transforms that are not graphable (Grokfast-MA's ring)
         self.t += 1
+        if self.decay_kind == "l2":
+            g.addcmul_(hp.weight_decay, w)
         for transform in self.transforms:
             transform(g, w, hp, self.step_count, self.flat.slices)
         lr = hp.lr * hp.active
