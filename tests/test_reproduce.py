@@ -506,3 +506,48 @@ def test_a_claims_note_reaches_the_reader(capsys):
     assert f"  note:     {claim.note}\n" in capsys.readouterr().out
     _print(result, as_json=True)
     assert json.loads(capsys.readouterr().out)["note"] == claim.note
+
+
+def test_dry_run_plans_what_would_train_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    """`reproduce --dry-run`: per claim, its sweeps' plans against the store as a real call plans them
+    (a plain run of a claim's config reused; a config two claims share trained by the first), the
+    totals, and no write: a missing store is not created, an existing one keeps every byte."""
+    from groklab.reproduce import plan_claims, specs
+    from groklab.store import Store
+    from groklab.sweep import expand
+    from groklab.train import train
+    from test_merge import _digest
+
+    text = _claim_text()
+    twin = text.split("[[claims]]", 1)[1].replace('id = "tiny"', 'id = "tiny2"')
+    path = tmp_path / "two.toml"
+    path.write_text(text + "\n[[claims]]" + twin)
+    claims = load_claims([path])
+    root = tmp_path / "runs"
+    plans = plan_claims(claims, "quick", Store(root, read_only=True), workers=1)
+    assert not root.exists()
+    first, second = (p.plans[0] for p in plans)
+    assert (first.n_new, second.n_new, len(second.shared)) == (1, 0, 1)
+
+    store = Store(root)
+    (solo,) = train(expand(specs(claims[0], "quick")["main"])[0], store=store, progress=False)  # a plain run
+    store.close()
+    before = _digest(root)
+    first, second = (p.plans[0] for p in plan_claims(claims, "quick", Store(root, read_only=True), workers=1))
+    assert [r["id"] for r in first.reused] == [solo.run_id] and first.n_new == 0
+    assert [r["id"] for r in second.reused] == [solo.run_id] and second.n_new == 0
+    assert _digest(root) == before and Store(root, read_only=True).reused() == []  # no reuse recorded
+
+    # the CLI, over the shipped claims: every claim planned, the totals, still no write
+    assert main(["reproduce", "--all", "--dry-run", "--store", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("[quick, stated ~") == len(load_claims()) and "over --cpu-budget" not in out
+    assert out.rstrip().endswith("nothing was trained or written") and "shared between sweeps" in out
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the budget applies on a CPU-only machine
+    assert main(["reproduce", "--all", "--full", "--dry-run", "--store", str(root)]) == 0
+    assert "over --cpu-budget 30 on this CPU-only machine: not run" in capsys.readouterr().out
+    assert main(["reproduce", "quickstart-delay", "--dry-run", "--json", "--store", str(root)]) == 0
+    (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert row["claim"] == "quickstart-delay" and row["sweeps"][0]["train"] >= 1 and not row["over_budget"]
+    assert _digest(root) == before

@@ -4,6 +4,7 @@
     groklab reproduce quickstart-delay --quick
     groklab reproduce --all --quick --json
     groklab reproduce --report -o claims.md          # from the store only: no training
+    groklab reproduce --all --quick --dry-run        # what would train: nothing trains or is written
 
 From Python::
 
@@ -30,7 +31,8 @@ from .evidence import Evidence, ProtocolEvidence, collect_group
 from .verdict import INCONCLUSIVE, NEEDS_CLUSTER, NOT_RUN, VERDICTS, Outcome, combine
 
 __all__ = ["Claim", "ClaimResult", "CRITERIA", "STUDIES", "VERDICTS", "check_protocols", "claims_table", "evaluate",
-           "get_claim", "load_claims", "reproduce", "reproduce_claims", "specs", "sweep_name", "validate"]
+           "get_claim", "load_claims", "plan_claims", "ClaimPlan", "reproduce", "reproduce_claims", "specs", "sweep_name",
+           "validate"]
 
 
 @dataclass(frozen=True)
@@ -214,6 +216,46 @@ def reproduce_claims(claims: list[Claim], size: str, store, *, backend: str = "l
         on_result(result)
         results.append(result)
     return results
+
+
+@dataclass(frozen=True)
+class ClaimPlan:
+    """What `reproduce` would do for one claim (`--dry-run`): each of its sweeps' plan against the
+    store, its protocol groups (their runs are planned when they run: a protocol finds what it
+    lacks by running), and whether its size is over the CPU budget (then nothing trains)."""
+
+    claim: Claim
+    size: str
+    cpu_minutes: float
+    over_budget: bool
+    plans: tuple = ()
+    protocol_groups: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"claim": self.claim.id, "size": self.size, "cpu_minutes": self.cpu_minutes,
+                "over_budget": self.over_budget, "protocol_groups": list(self.protocol_groups),
+                "sweeps": [{"sweep": p.sweep, "runs": p.n_runs, "stored": len(p.done), "reused": len(p.reused),
+                            "resume": p.n_resume, "train": p.n_new, "shared": len(p.shared)} for p in self.plans]}
+
+
+def plan_claims(claims: list[Claim], size: str, store, *, backend: str = "local", workers: int | None = None,
+                overrides: tuple[str, ...] = (), cpu_budget: float = 30.0, reuse: bool = True) -> list[ClaimPlan]:
+    """Plan what :func:`reproduce_claims` would train for `claims`, without training or writing
+    anything: the claims' sweeps planned together against the store as that call plans them (a
+    point two sweeps share is trained by the first: `Plan.shared`)."""
+    from ..sweep import run_sweeps
+
+    for claim in claims:
+        if claim.runs and claim.size(size) is None:
+            raise ConfigError(f"claim {claim.id!r} has no {size} size")
+    over = {c.id: bool(c.runs) and _over_budget(c, size, cpu_budget, backend) for c in claims}
+    groups = {c.id: {} if over[c.id] or c.size(size) is None else specs(c, size, overrides) for c in claims}
+    first = [spec for claim in claims for spec in groups[claim.id].values()]
+    reports = {r.spec.name: r for r in run_sweeps(first, store=store, workers=workers, reuse=reuse, dry_run=True)} \
+        if first else {}
+    return [ClaimPlan(claim, size, claim.size(size).cpu_minutes if claim.size(size) else 0.0, over[claim.id],
+                      tuple(reports[spec.name].plan for spec in groups[claim.id].values()),
+                      tuple(claim.protocol_groups)) for claim in claims]
 
 
 def _protocol_calls(claim: Claim, group: str, size: str, store, overrides: tuple[str, ...]) -> list:

@@ -5,6 +5,7 @@
     groklab reproduce --all --quick --workers 1
     groklab reproduce --all --full --backend ray --json
     groklab reproduce --report -o claims.md
+    groklab reproduce --all --quick --dry-run
 """
 from __future__ import annotations
 
@@ -78,6 +79,9 @@ def cmd_reproduce(args) -> int:
             specs(claim, size, overrides)
             check_protocols(claim, size, overrides)
 
+    if args.dry_run:
+        return _dry_run(chosen, size, args, overrides, execution)
+
     def on_group(claim, group, plan):
         if not args.json:
             reused = f" ({len(plan.reused)} trained outside it, reused)" if plan.reused else ""
@@ -94,6 +98,51 @@ def cmd_reproduce(args) -> int:
     return 0
 
 
+def _dry_run(claims, size: str, args, overrides: tuple[str, ...], execution: dict) -> int:
+    """`--dry-run`: each claim's plan (what would train, resume, be reused or shared), then the
+    totals; the store is only read (an older store is not migrated)."""
+    from ..store import Store
+    from . import plan_claims
+
+    store = Store(args.store, read_only=True)
+    plans = plan_claims(claims, size, store, backend=execution["backend"], workers=execution["workers"],
+                        overrides=overrides, cpu_budget=args.cpu_budget, reuse=execution["reuse"])
+    if args.json:
+        for plan in plans:
+            print(json.dumps(plan.as_dict()))
+        return 0
+    seen, todo, minutes = set(), {"train": 0, "resume": 0, "stored": 0, "shared": 0}, 0.0
+    for plan in plans:
+        head = f"{plan.claim.id} [{size}, stated ~{plan.cpu_minutes:g} CPU-minutes]"
+        if plan.over_budget:
+            print(f"{head}: over --cpu-budget {args.cpu_budget:g} on this CPU-only machine: not run "
+                  "(judged from what the store holds)")
+            continue
+        if not plan.plans and not plan.protocol_groups:
+            print(f"{head}: no runs")
+            continue
+        lines, busy = [], False
+        for p in plan.plans:
+            first = p.sweep not in seen
+            seen.add(p.sweep)
+            reused = f" ({len(p.reused)} trained outside it, reused)" if p.reused else ""
+            shared = f", {len(p.shared)} trained by another claim's sweep" if p.shared else ""
+            also = "" if first else " (shared by tag with a claim above)"
+            lines.append(f"  {p.sweep}: {p.n_runs} run(s): {len(p.done)} stored{reused}, {p.n_resume} to resume, "
+                         f"{p.n_new} to train{shared}{also}")
+            if first:
+                for k, v in (("train", p.n_new), ("resume", p.n_resume), ("stored", len(p.done)), ("shared", len(p.shared))):
+                    todo[k] += v
+                busy |= bool(p.n_new or p.n_resume)
+        lines += [f"  protocol group {g}: its runs are planned when it runs" for g in plan.protocol_groups]
+        minutes += plan.cpu_minutes if busy or plan.protocol_groups else 0.0
+        print("\n".join([head, *lines]))
+    print(f"dry run: {todo['train']} run(s) to train, {todo['resume']} to resume, {todo['stored']} stored, "
+          f"{todo['shared']} shared between sweeps; the claims with something to train state ~{minutes:g} "
+          "CPU-minutes (one core each); nothing was trained or written")
+    return 0
+
+
 def register(add) -> None:
     sp = add("reproduce", cmd_reproduce, "run a study's claim and judge it from the stored metrics")
     sp.add_argument("claim", nargs="?", help="claim id (see --list)")
@@ -107,6 +156,8 @@ def register(add) -> None:
     sp.add_argument("-o", "--output", help="with --report: write the table to this file (and each claim's figure "
                                            "to OUTPUT-figures/ID.png)")
     sp.add_argument("--no-figures", action="store_true", help="with --report -o: the table only")
+    sp.add_argument("--dry-run", action="store_true",
+                    help="print what would train, resume or be reused for the chosen claims; train and write nothing")
     sp.add_argument("--set", action="append", metavar="KEY=VALUE",
                     help="override a field of every run (e.g. data.data_dir=DIR); changes which runs count")
     add_execution_args(sp)
