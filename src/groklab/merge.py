@@ -59,8 +59,7 @@ def merge(source: str | Path, store: Store, sweep: str | None = None) -> MergeRe
         report = MergeReport(source=str(source))
         known: dict[int, int] = {}  # source id -> id here, of runs copied now or before (for parents)
         for gid, members in groups.items():
-            refresh = bool(store.group(gid))
-            reason = _merge_group(src, store, gid, members, known)
+            reason, refresh = _merge_group(src, store, gid, members, known)
             if reason:
                 report.skipped[gid] = reason
             elif refresh:
@@ -78,9 +77,9 @@ def merge(source: str | Path, store: Store, sweep: str | None = None) -> MergeRe
         src.close()
 
 
-def _merge_group(src: Store, dst: Store, gid: str, members: list[dict], ids: dict[int, int]) -> str | None:
+def _merge_group(src: Store, dst: Store, gid: str, members: list[dict], ids: dict[int, int]) -> tuple[str | None, bool]:
     """Merge one group (copy it, or refresh it here when it trained on there), recording its ids
-    in `ids`; the reason it was left out, or None."""
+    in `ids`; (the reason it was left out or None, whether it was already here)."""
     from .train.checkpoint import CheckpointError, read_checkpoint
 
     here = dst.group(gid)
@@ -88,20 +87,20 @@ def _merge_group(src: Store, dst: Store, gid: str, members: list[dict], ids: dic
         ids.update({r["id"]: h["id"] for r in members for h in here if h["member"] == r["member"]})
         why_not = _not_newer(src, dst, members, here)
         if why_not:
-            return why_not
+            return why_not, True
     live = [r for r in members if trained_elsewhere(r)]
     if live:
         return (f"run {live[0]['id']} is training (process {live[0]['owner_pid']} on {live[0]['owner_host']}); "
-                "merge again when it ends")
+                "merge again when it ends"), bool(here)
     folder, target = src.paths.group_dir(gid), dst.paths.group_dir(gid)
     if target.exists() and not here:
-        return f"{target} exists with no runs of this store naming it; move it away to merge this group"
+        return f"{target} exists with no runs of this store naming it; move it away to merge this group", False
     ckpt = src.paths.checkpoint(gid)
     if ckpt.exists():
         try:
             read_checkpoint(ckpt)
         except CheckpointError as e:
-            return f"its checkpoint does not verify ({e})"
+            return f"its checkpoint does not verify ({e})", bool(here)
     old = _place_folder(folder, target) if folder.is_dir() else None
     metrics = src.metrics_long([r["id"] for r in members])
     by_run = {rid: list(zip(m["step"], m["key"], m["value"])) for rid, m in metrics.groupby("run_id")}
@@ -121,7 +120,7 @@ def _merge_group(src: Store, dst: Store, gid: str, members: list[dict], ids: dic
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-    return None
+    return None, bool(here)
 
 
 def _not_newer(src: Store, dst: Store, theirs: list[dict], ours: list[dict]) -> str | None:
@@ -132,7 +131,7 @@ def _not_newer(src: Store, dst: Store, theirs: list[dict], ours: list[dict]) -> 
     from .store import TERMINAL
 
     there_s, here_s = [r["status"] for r in theirs], [h["status"] for h in ours]
-    last_there, last_here = (_last_step(st, rows) for st, rows in ((src, theirs), (dst, ours)))
+    last_there, last_here = (st.last_step(r["id"] for r in rows) for st, rows in ((src, theirs), (dst, ours)))
     newer = (sorted(r["member"] for r in theirs) == sorted(h["member"] for h in ours)
              and not all(s in TERMINAL for s in here_s) and not any(trained_elsewhere(h) for h in ours)
              and (last_there > last_here or (last_there == last_here and all(s in TERMINAL for s in there_s))))
@@ -141,12 +140,6 @@ def _not_newer(src: Store, dst: Store, theirs: list[dict], ours: list[dict]) -> 
     return "already in this store" + ("" if there_s == here_s and last_there == last_here else
                                       f" (there: {', '.join(there_s)} at step {last_there}; here: "
                                       f"{', '.join(here_s)} at step {last_here}; not overwritten)")
-
-
-def _last_step(store: Store, rows: list[dict]) -> int:
-    """The last step a group logged metrics at (-1: none)."""
-    steps = store.metrics_long([r["id"] for r in rows])["step"]
-    return int(steps.max()) if len(steps) else -1
 
 
 def _place_folder(folder: Path, target: Path) -> Path | None:

@@ -486,6 +486,14 @@ class Store:
         wide.columns.name = None
         return wide
 
+    def last_step(self, run_ids: Iterable[int]) -> int:
+        """The last step any of these runs logged a metric at (-1: none)."""
+        ids = [int(r) for r in run_ids]
+        if not ids:
+            return -1
+        rows = self._read(f"SELECT MAX(step) FROM metrics WHERE run_id IN ({','.join('?' * len(ids))})", tuple(ids))
+        return -1 if rows[0][0] is None else int(rows[0][0])
+
     def metrics_long(self, run_ids: Iterable[int], keys: Iterable[str] | None = None) -> pd.DataFrame:
         """Metrics of several runs in long form (run_id, step, key, value), in few queries:
         reports and exports read hundreds of runs at once. `keys`: only these metrics."""

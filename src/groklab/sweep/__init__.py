@@ -13,7 +13,6 @@ From Python::
 """
 from __future__ import annotations
 
-import json
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
@@ -131,12 +130,11 @@ def _record_shared(store, plans: Sequence[Plan]) -> None:
     """Record each sweep's points that another sweep of the pass trained (`Plan.shared`) as its
     own, those that finished there (one that failed or stopped is trained by a later pass)."""
     from ..store import TERMINAL
-    from .plan import _stored_key
+    from .plan import row_key
 
     for plan in plans:
         owners = {owner for _, owner in plan.shared}
         if not owners:
             continue
-        trained = {_stored_key(json.dumps(r["config"], sort_keys=True)): r["id"]
-                   for owner in owners for r in store.list(sweep=owner) if r["status"] in TERMINAL}
+        trained = {row_key(r): r["id"] for owner in owners for r in store.list(sweep=owner) if r["status"] in TERMINAL}
         store.reuse(plan.sweep, [trained[key] for key, _ in plan.shared if key in trained])

@@ -394,13 +394,18 @@ def _finished_outside(store, sweep: str, keys: set[str]) -> dict[str, dict]:
     for row in store.list():
         if row["sweep"] == sweep or row["status"] not in TERMINAL:
             continue
-        try:
-            key = _stored_key(json.dumps(row["config"], sort_keys=True))
-        except ConfigError:  # written by another groklab version (not cached: a task registered later may fit)
-            continue
+        key = row_key(row)
         if key in keys:
             found.setdefault(key, row)
     return found
+
+
+def row_key(row: dict) -> str | None:
+    """The run key of a stored row's config; None for one written by another groklab version."""
+    try:
+        return _stored_key(json.dumps(row["config"], sort_keys=True))
+    except ConfigError:  # not cached: a task registered later may fit
+        return None
 
 
 @lru_cache(maxsize=1 << 16)
