@@ -18,4 +18,7 @@ python3 -m pip install -q torch==2.13.0 -e '.[test]'
 # The tests that start processes or a Ray cluster share one worker (conftest.PROCESSES).
 # GROKLAB_TEST_WORKERS=0 runs the tests in this process.
 workers=${GROKLAB_TEST_WORKERS:-$(python3 -c 'import os; print(min(4, len(os.sched_getaffinity(0))))')}
+# The xdist workers share the cores: a test on two threads beside the other worker runs 1.6x faster
+# when OpenMP's idle threads sleep at once (benchmarks/bench_threads.py; alone it costs ~0.7x).
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 python3 -m pytest tests -n "$workers" --dist loadgroup "$@"
